@@ -1,0 +1,5 @@
+"""scalemix: composable denoiser components for diffusion models in PyTorch."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"

@@ -1,0 +1,461 @@
+r"""The Gaussian (DDPM) diffusion process as a stateless scheduler.
+
+Notation (Ho et al., 2020): :math:`\alpha_t = 1 - \beta_t`,
+:math:`\bar\alpha_t = \prod_{s\le t}\alpha_s`, and the forward marginal
+
+.. math:: x_t = \sqrt{\bar\alpha_t}\,x_0 + \sqrt{1 - \bar\alpha_t}\,\epsilon .
+
+Timesteps are integers in ``[0, T)``; the value ``-1`` stands for "clean data"
+(:math:`\bar\alpha_{-1} = 1`) and is only accepted as the target ``prev_t`` of a step.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, NamedTuple, get_args
+
+import torch
+from torch import Tensor
+
+from ._utils import append_dims, as_timesteps, check_choice, check_finite, gather, randn
+from .schedules import BetaScheduleName, check_betas, make_beta_schedule, rescale_zero_terminal_snr
+
+__all__ = [
+    "DDPMScheduler",
+    "Posterior",
+    "PredictionType",
+    "StepOutput",
+    "TimestepSpacing",
+    "VarianceType",
+]
+
+PredictionType = Literal["epsilon", "sample", "v_prediction"]
+VarianceType = Literal["fixed_small", "fixed_large"]
+TimestepSpacing = Literal["trailing", "leading", "linspace"]
+
+
+class StepOutput(NamedTuple):
+    """Result of one reverse step.
+
+    Attributes:
+        prev_sample: :math:`x_{s}` for the target timestep ``s < t``, shape of ``x_t``.
+        pred_original_sample: the model's :math:`\\hat x_0`, shape of ``x_t``.
+    """
+
+    prev_sample: Tensor
+    pred_original_sample: Tensor
+
+
+class Posterior(NamedTuple):
+    r"""Mean and variance of :math:`q(x_{s} \mid x_t, x_0)`.
+
+    Attributes:
+        mean: shape of ``x_t``.
+        variance: shape ``(b, 1, ..., 1)`` (broadcasts against ``x_t``).
+        log_variance: :math:`\log \max(\text{variance}, 10^{-20})`, same shape.
+    """
+
+    mean: Tensor
+    variance: Tensor
+    log_variance: Tensor
+
+
+class DDPMScheduler:
+    r"""Precomputed coefficients of a Gaussian diffusion process; holds no mutable state.
+
+    All buffers are float64 CPU tensors of shape ``(T,)``; they are gathered and cast to
+    the dtype and device of the data only when used, so a scheduler can serve fp32,
+    bf16 and fp16 models on any device.
+
+    Args:
+        num_train_timesteps: ``T``.
+        beta_schedule: ``"linear"``, ``"quadratic"``, ``"cosine"`` or ``"sigmoid"``
+            (see :mod:`scalemix.schedules`); ignored when ``betas`` is given.
+        beta_start: first beta of the linear/quadratic/sigmoid schedules.
+        beta_end: last beta of the linear/quadratic/sigmoid schedules.
+        prediction_type: what the model predicts: the noise :math:`\epsilon`
+            (``"epsilon"``), the clean sample :math:`x_0` (``"sample"``), or the velocity
+            :math:`v = \sqrt{\bar\alpha_t}\epsilon - \sqrt{1-\bar\alpha_t}x_0`
+            (``"v_prediction"``, Salimans & Ho, 2022).
+        variance_type: reverse-step variance :math:`\tilde\beta_t` (``"fixed_small"``,
+            the true posterior variance) or :math:`\beta_t` (``"fixed_large"``).
+        clip_sample: if a float ``c``, clamp :math:`\hat x_0` to ``[-c, c]`` in the steps.
+        rescale_betas_zero_snr: rescale the schedule to zero terminal SNR
+            (Lin et al., 2024); requires ``"sample"`` or ``"v_prediction"``.
+        betas: optional explicit schedule of shape ``(T,)`` with entries in ``(0, 1)``.
+
+    Raises:
+        ValueError: unknown option names, betas outside ``(0, 1)``, or zero terminal
+            SNR combined with epsilon prediction (``x_0`` is undefined at SNR 0).
+    """
+
+    def __init__(
+        self,
+        num_train_timesteps: int = 1000,
+        beta_schedule: BetaScheduleName = "linear",
+        beta_start: float = 1e-4,
+        beta_end: float = 0.02,
+        prediction_type: PredictionType = "epsilon",
+        variance_type: VarianceType = "fixed_small",
+        clip_sample: float | None = None,
+        rescale_betas_zero_snr: bool = False,
+        betas: Tensor | None = None,
+    ) -> None:
+        self.prediction_type: PredictionType = check_choice(
+            "prediction_type", prediction_type, get_args(PredictionType)
+        )
+        self.variance_type: VarianceType = check_choice(
+            "variance_type", variance_type, get_args(VarianceType)
+        )
+        if clip_sample is not None and not clip_sample > 0:
+            raise ValueError(f"clip_sample must be None or a positive float, got {clip_sample}")
+        self.clip_sample = clip_sample
+        if betas is None:
+            betas = make_beta_schedule(beta_schedule, num_train_timesteps, beta_start, beta_end)
+        else:
+            betas = check_betas(betas)
+        if rescale_betas_zero_snr:
+            if prediction_type == "epsilon":
+                raise ValueError(
+                    "zero terminal SNR makes x0 undefined from an epsilon prediction at the "
+                    "last timestep; use prediction_type='v_prediction' or 'sample'"
+                )
+            betas = rescale_zero_terminal_snr(betas)
+        self.betas: Tensor = betas
+        self.num_train_timesteps: int = int(betas.numel())
+        self.alphas: Tensor = 1.0 - betas
+        self.alphas_cumprod: Tensor = torch.cumprod(self.alphas, dim=0)
+        one = torch.ones(1, dtype=torch.float64)
+        self.alphas_cumprod_prev: Tensor = torch.cat([one, self.alphas_cumprod[:-1]])
+        #: :math:`\tilde\beta_t = \beta_t (1-\bar\alpha_{t-1}) / (1-\bar\alpha_t)`, shape (T,)
+        self.posterior_variance: Tensor = (
+            betas * (1.0 - self.alphas_cumprod_prev) / (1.0 - self.alphas_cumprod)
+        )
+        # abar indexed by t + 1 so that t = -1 ("clean data") maps to abar = 1.
+        self._abar_ext = torch.cat([one, self.alphas_cumprod])
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(num_train_timesteps={self.num_train_timesteps}, "
+            f"prediction_type={self.prediction_type!r}, variance_type={self.variance_type!r}, "
+            f"clip_sample={self.clip_sample})"
+        )
+
+    # ------------------------------------------------------------------ helpers
+    def _t(self, t: Tensor | int, x: Tensor) -> Tensor:
+        return as_timesteps(t, x.shape[0], self.num_train_timesteps, x.device)
+
+    def _prev_t(self, prev_t: Tensor | int | None, t: Tensor, x: Tensor) -> Tensor:
+        if prev_t is None:
+            return t - 1
+        # shift by one so that -1 ("clean data") becomes a valid index into [0, T]
+        try:
+            s = as_timesteps(prev_t + 1, x.shape[0], self.num_train_timesteps + 1, x.device) - 1
+        except ValueError as err:
+            raise ValueError(
+                f"prev_t must be a scalar or a ({x.shape[0]},) integer tensor with values in "
+                f"[-1, {self.num_train_timesteps - 1}] (-1 means clean data)"
+            ) from err
+        if bool((s >= t).any()):
+            raise ValueError("prev_t must be smaller than t for every batch element")
+        return s
+
+    @staticmethod
+    def _check_pair(name: str, a: Tensor, x_t: Tensor) -> None:
+        if a.shape != x_t.shape:
+            raise ValueError(
+                f"{name} must have the shape of x_t {tuple(x_t.shape)}, got {tuple(a.shape)}"
+            )
+        check_finite(name, a)
+
+    def _abar(self, t: Tensor, like: Tensor) -> Tensor:
+        return gather(self._abar_ext, t + 1, like)
+
+    def _abar64(self, t: Tensor, like: Tensor) -> Tensor:
+        """float64 CPU coefficients of shape (b, 1, ..., 1); cast later with ``_cast``."""
+        return append_dims(self._abar_ext[t.cpu() + 1], like.ndim)
+
+    # ------------------------------------------------------------ forward process
+    def add_noise(self, x0: Tensor, noise: Tensor, t: Tensor | int) -> Tensor:
+        r"""Sample the forward marginal :math:`q(x_t \mid x_0)` (Ho et al., 2020, eq. 4).
+
+        .. math:: x_t = \sqrt{\bar\alpha_t}\,x_0 + \sqrt{1-\bar\alpha_t}\,\epsilon
+
+        Args:
+            x0: clean data, shape ``(b, ...)`` (any rank >= 1).
+            noise: :math:`\epsilon`, same shape as ``x0``.
+            t: int or int64 tensor of shape ``(b,)`` with values in ``[0, T)``.
+
+        Returns:
+            :math:`x_t`, shape and dtype of ``x0``.
+        """
+        self._check_pair("noise", noise, x0)
+        check_finite("x0", x0)
+        tt = self._t(t, x0)
+        abar = self._abar(tt, x0)
+        return abar.sqrt() * x0 + (1.0 - abar).sqrt() * noise
+
+    def velocity(self, x0: Tensor, noise: Tensor, t: Tensor | int) -> Tensor:
+        r"""The v target (Salimans & Ho, 2022, eq. 12).
+
+        .. math:: v = \sqrt{\bar\alpha_t}\,\epsilon - \sqrt{1-\bar\alpha_t}\,x_0
+
+        Shapes: ``x0`` and ``noise`` ``(b, ...)``, ``t`` ``(b,)``; returns ``(b, ...)``.
+        """
+        self._check_pair("noise", noise, x0)
+        tt = self._t(t, x0)
+        abar = self._abar(tt, x0)
+        return abar.sqrt() * noise - (1.0 - abar).sqrt() * x0
+
+    def target(self, x0: Tensor, noise: Tensor, t: Tensor | int) -> Tensor:
+        """The regression target for ``prediction_type``: ``noise``, ``x0`` or ``v``.
+
+        Shapes: ``x0`` and ``noise`` ``(b, ...)``, ``t`` ``(b,)``; returns ``(b, ...)``.
+        """
+        if self.prediction_type == "epsilon":
+            return noise
+        if self.prediction_type == "sample":
+            return x0
+        return self.velocity(x0, noise, t)
+
+    def snr(self, t: Tensor | int) -> Tensor:
+        r"""Signal-to-noise ratio :math:`\bar\alpha_t / (1 - \bar\alpha_t)`, float64 ``(b,)``."""
+        tt = as_timesteps(
+            t,
+            1 if isinstance(t, int) else max(t.numel(), 1),
+            self.num_train_timesteps,
+            torch.device("cpu"),
+        )
+        abar = self.alphas_cumprod[tt]
+        return abar / (1.0 - abar)
+
+    def min_snr_weight(self, t: Tensor | int, gamma: float = 5.0) -> Tensor:
+        r"""Min-SNR-:math:`\gamma` loss weights (Hang et al., 2023, eq. 9), float64 ``(b,)``.
+
+        The weight makes a loss on this scheduler's target equal to
+        :math:`\min(\mathrm{SNR}_t, \gamma)\,\lVert \hat x_0 - x_0\rVert^2`:
+
+        * ``"sample"``: :math:`\min(\mathrm{SNR}, \gamma)`
+        * ``"epsilon"``: :math:`\min(\mathrm{SNR}, \gamma) / \mathrm{SNR}
+          = \min(1, \gamma / \mathrm{SNR})` (finite, equal to 1, at SNR = 0)
+        * ``"v_prediction"``: :math:`\min(\mathrm{SNR}, \gamma) / (\mathrm{SNR} + 1)`
+        """
+        if not gamma > 0:
+            raise ValueError(f"gamma must be positive, got {gamma}")
+        snr = self.snr(t)
+        clipped = snr.clamp(max=gamma)
+        if self.prediction_type == "sample":
+            return clipped
+        if self.prediction_type == "epsilon":
+            return (gamma / snr).clamp(max=1.0)  # gamma / 0 = inf -> 1
+        return clipped / (snr + 1.0)
+
+    # --------------------------------------------------------------- conversions
+    def predict_x0(self, model_output: Tensor, x_t: Tensor, t: Tensor | int) -> Tensor:
+        r"""Estimate :math:`x_0` from a model output of ``prediction_type``.
+
+        * epsilon: :math:`\hat x_0 = (x_t - \sqrt{1-\bar\alpha_t}\,\hat\epsilon)
+          / \sqrt{\bar\alpha_t}`
+        * sample: :math:`\hat x_0` is the output
+        * v: :math:`\hat x_0 = \sqrt{\bar\alpha_t}\,x_t - \sqrt{1-\bar\alpha_t}\,\hat v`
+
+        Shapes: ``model_output`` and ``x_t`` ``(b, ...)``, ``t`` ``(b,)``.
+        """
+        self._check_pair("model_output", model_output, x_t)
+        tt = self._t(t, x_t)
+        abar = self._abar(tt, x_t)
+        if self.prediction_type == "epsilon":
+            return (x_t - (1.0 - abar).sqrt() * model_output) / abar.sqrt()
+        if self.prediction_type == "sample":
+            return model_output
+        return abar.sqrt() * x_t - (1.0 - abar).sqrt() * model_output
+
+    def predict_eps(self, model_output: Tensor, x_t: Tensor, t: Tensor | int) -> Tensor:
+        r"""Estimate :math:`\epsilon` from a model output of ``prediction_type``.
+
+        * epsilon: the output
+        * sample: :math:`\hat\epsilon = (x_t - \sqrt{\bar\alpha_t}\,\hat x_0)
+          / \sqrt{1-\bar\alpha_t}`
+        * v: :math:`\hat\epsilon = \sqrt{1-\bar\alpha_t}\,x_t + \sqrt{\bar\alpha_t}\,\hat v`
+
+        Shapes: ``model_output`` and ``x_t`` ``(b, ...)``, ``t`` ``(b,)``.
+        """
+        self._check_pair("model_output", model_output, x_t)
+        tt = self._t(t, x_t)
+        abar = self._abar(tt, x_t)
+        if self.prediction_type == "epsilon":
+            return model_output
+        if self.prediction_type == "sample":
+            return (x_t - abar.sqrt() * model_output) / (1.0 - abar).sqrt()
+        return (1.0 - abar).sqrt() * x_t + abar.sqrt() * model_output
+
+    # ------------------------------------------------------------------ posterior
+    def _posterior(self, x0: Tensor, x_t: Tensor, t: Tensor, s: Tensor) -> Posterior:
+        abar_t, abar_s = self._abar64(t, x_t), self._abar64(s, x_t)
+        alpha_ts = abar_t / abar_s
+        beta_ts = 1.0 - alpha_ts
+        coef_x0 = abar_s.sqrt() * beta_ts / (1.0 - abar_t)
+        coef_xt = alpha_ts.sqrt() * (1.0 - abar_s) / (1.0 - abar_t)
+        mean = _cast(coef_x0, x_t) * x0 + _cast(coef_xt, x_t) * x_t
+        if self.variance_type == "fixed_small":
+            var = beta_ts * (1.0 - abar_s) / (1.0 - abar_t)
+        else:
+            var = beta_ts
+        return Posterior(mean, _cast(var, x_t), _cast(var.clamp(min=1e-20).log(), x_t))
+
+    def posterior(
+        self, x0: Tensor, x_t: Tensor, t: Tensor | int, prev_t: Tensor | int | None = None
+    ) -> Posterior:
+        r"""Gaussian posterior :math:`q(x_s \mid x_t, x_0)`, ``s = prev_t`` (default ``t-1``).
+
+        Ho et al. (2020), eq. (6)-(7), generalised to a stride
+        (:math:`\alpha_{t|s} = \bar\alpha_t / \bar\alpha_s`,
+        :math:`\beta_{t|s} = 1 - \alpha_{t|s}`):
+
+        .. math::
+            \tilde\mu = \frac{\sqrt{\bar\alpha_s}\,\beta_{t|s}}{1-\bar\alpha_t}x_0
+            + \frac{\sqrt{\alpha_{t|s}}\,(1-\bar\alpha_s)}{1-\bar\alpha_t}x_t,
+            \qquad
+            \tilde\beta = \frac{1-\bar\alpha_s}{1-\bar\alpha_t}\,\beta_{t|s}
+
+        With ``variance_type="fixed_large"`` the variance is :math:`\beta_{t|s}` instead.
+
+        Args:
+            x0: shape ``(b, ...)``.
+            x_t: shape ``(b, ...)``.
+            t: ``(b,)`` or int in ``[0, T)``.
+            prev_t: ``(b,)`` or int in ``[-1, t)``; ``-1`` is clean data.
+        """
+        self._check_pair("x0", x0, x_t)
+        check_finite("x_t", x_t)
+        tt = self._t(t, x_t)
+        return self._posterior(x0, x_t, tt, self._prev_t(prev_t, tt, x_t))
+
+    # ------------------------------------------------------------------- sampling
+    def _x0_hat(self, model_output: Tensor, x_t: Tensor, t: Tensor) -> Tensor:
+        x0 = self.predict_x0(model_output, x_t, t)
+        if self.clip_sample is not None:
+            x0 = x0.clamp(-self.clip_sample, self.clip_sample)
+        return x0
+
+    def _noise(
+        self, noise: Tensor | None, x_t: Tensor, generator: torch.Generator | None
+    ) -> Tensor:
+        if noise is None:
+            return randn(x_t.shape, generator=generator, device=x_t.device, dtype=x_t.dtype)
+        self._check_pair("noise", noise, x_t)
+        return noise
+
+    def step(
+        self,
+        model_output: Tensor,
+        t: Tensor | int,
+        x_t: Tensor,
+        *,
+        prev_t: Tensor | int | None = None,
+        generator: torch.Generator | None = None,
+        noise: Tensor | None = None,
+    ) -> StepOutput:
+        r"""One ancestral step :math:`x_t \to x_s` (Ho et al., 2020, Algorithm 2).
+
+        .. math:: x_s = \tilde\mu(\hat x_0, x_t) + \sqrt{\tilde\beta}\,z,
+            \quad z \sim \mathcal N(0, I), \quad z = 0 \text{ when } s = -1
+
+        Args:
+            model_output: the model's prediction (of ``prediction_type``), shape ``(b, ...)``.
+            t: current timestep, int or ``(b,)``.
+            x_t: current sample, shape ``(b, ...)``.
+            prev_t: target timestep ``s`` (default ``t - 1``; ``-1`` means clean data).
+                Strided sampling passes the next entry of :meth:`timesteps`.
+            generator: source of the noise ``z``.
+            noise: explicit ``z`` of shape ``(b, ...)``; overrides ``generator``.
+
+        Returns:
+            :class:`StepOutput` ``(prev_sample, pred_original_sample)``.
+        """
+        self._check_pair("model_output", model_output, x_t)
+        check_finite("x_t", x_t)
+        tt = self._t(t, x_t)
+        s = self._prev_t(prev_t, tt, x_t)
+        x0 = self._x0_hat(model_output, x_t, tt)
+        post = self._posterior(x0, x_t, tt, s)
+        z = self._noise(noise, x_t, generator)
+        keep = _cast(append_dims((s >= 0).to(torch.float64), x_t.ndim), x_t)
+        return StepOutput(post.mean + keep * post.variance.sqrt() * z, x0)
+
+    def ddim_step(
+        self,
+        model_output: Tensor,
+        t: Tensor | int,
+        x_t: Tensor,
+        *,
+        prev_t: Tensor | int | None = None,
+        eta: float = 0.0,
+        generator: torch.Generator | None = None,
+        noise: Tensor | None = None,
+    ) -> StepOutput:
+        r"""One DDIM step :math:`x_t \to x_s` (Song et al., 2021, eq. 12 and 16).
+
+        .. math::
+            \sigma^2 = \eta^2\,\frac{1-\bar\alpha_s}{1-\bar\alpha_t}
+            \Bigl(1 - \frac{\bar\alpha_t}{\bar\alpha_s}\Bigr),\qquad
+            x_s = \sqrt{\bar\alpha_s}\,\hat x_0
+            + \sqrt{1-\bar\alpha_s-\sigma^2}\,\hat\epsilon + \sigma z
+
+        ``eta = 0`` is deterministic; ``eta = 1`` gives exactly the ancestral step of
+        :meth:`step` (with ``variance_type="fixed_small"``) for the same ``z``.
+        Arguments as in :meth:`step`.
+        """
+        if not eta >= 0.0:
+            raise ValueError(f"eta must be >= 0, got {eta}")
+        self._check_pair("model_output", model_output, x_t)
+        check_finite("x_t", x_t)
+        tt = self._t(t, x_t)
+        s = self._prev_t(prev_t, tt, x_t)
+        x0 = self._x0_hat(model_output, x_t, tt)
+        abar_t, abar_s = self._abar64(tt, x_t), self._abar64(s, x_t)
+        if self.prediction_type == "epsilon" and self.clip_sample is None:
+            eps = model_output
+        else:  # consistent with the (possibly clipped) x0; finite at SNR = 0
+            eps = (x_t - _cast(abar_t.sqrt(), x_t) * x0) / _cast((1.0 - abar_t).sqrt(), x_t)
+        var = eta**2 * (1.0 - abar_s) / (1.0 - abar_t) * (1.0 - abar_t / abar_s)
+        dir_coef = (1.0 - abar_s - var).clamp(min=0.0).sqrt()
+        out = _cast(abar_s.sqrt(), x_t) * x0 + _cast(dir_coef, x_t) * eps
+        if eta > 0:
+            out = out + _cast(var.sqrt(), x_t) * self._noise(noise, x_t, generator)
+        return StepOutput(out, x0)
+
+    def timesteps(
+        self, num_inference_steps: int | None = None, spacing: TimestepSpacing = "trailing"
+    ) -> Tensor:
+        """The sampling schedule: strictly decreasing int64 timesteps of shape ``(n,)``.
+
+        With ``T`` training steps and ``n`` inference steps (Lin et al., 2024, Table 2):
+
+        * ``"trailing"``: ``round(T - i T / n) - 1`` -- starts at ``T - 1``;
+        * ``"leading"``: ``(n - 1 - i) * (T // n)`` -- ends at 0;
+        * ``"linspace"``: ``round(linspace(T - 1, 0, n))``.
+
+        A sampler steps from ``ts[i]`` to ``ts[i + 1]`` and from the last entry to -1,
+        looking the previous timestep up in this tensor (no fixed stride).
+
+        Args:
+            num_inference_steps: ``n`` in ``[1, T]``; ``None`` means ``T`` (every step).
+            spacing: ``"trailing"``, ``"leading"`` or ``"linspace"``.
+        """
+        check_choice("spacing", spacing, get_args(TimestepSpacing))
+        T = self.num_train_timesteps
+        n = T if num_inference_steps is None else num_inference_steps
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= T:
+            raise ValueError(f"num_inference_steps must be an int in [1, {T}], got {n!r}")
+        i = torch.arange(n, dtype=torch.float64)
+        if spacing == "trailing":
+            ts = torch.floor(T - i * T / n + 0.5) - 1
+        elif spacing == "leading":
+            ts = (n - 1 - i) * (T // n)
+        else:
+            ts = torch.floor(torch.linspace(T - 1, 0, n, dtype=torch.float64) + 0.5)
+        return ts.to(torch.long)
+
+
+def _cast(coef: Tensor, like: Tensor) -> Tensor:
+    return coef.to(device=like.device, dtype=like.dtype)

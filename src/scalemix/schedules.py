@@ -1,0 +1,207 @@
+"""Pure noise-schedule functions.
+
+Every function here is pure: it takes sizes and hyper-parameters and returns a fresh
+float64 tensor of shape ``(T,)`` on the CPU. Nothing is cached and nothing is mutated,
+so the functions are easy to test and to compose (e.g.
+``rescale_zero_terminal_snr(cosine_beta_schedule(1000))``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal, get_args
+
+import torch
+from torch import Tensor
+
+from ._utils import check_choice
+
+__all__ = [
+    "BetaScheduleName",
+    "alphas_cumprod_from_betas",
+    "check_betas",
+    "cosine_beta_schedule",
+    "linear_beta_schedule",
+    "make_beta_schedule",
+    "quadratic_beta_schedule",
+    "rescale_zero_terminal_snr",
+    "sigmoid_beta_schedule",
+]
+
+BetaScheduleName = Literal["linear", "quadratic", "cosine", "sigmoid"]
+_DTYPE = torch.float64
+
+
+def _check_num_timesteps(num_timesteps: int) -> None:
+    if isinstance(num_timesteps, bool) or not isinstance(num_timesteps, int):
+        raise TypeError(f"num_timesteps must be an int, got {type(num_timesteps).__name__}")
+    if num_timesteps < 1:
+        raise ValueError(f"num_timesteps must be >= 1, got {num_timesteps}")
+
+
+def _check_range(beta_start: float, beta_end: float) -> None:
+    for name, value in (("beta_start", beta_start), ("beta_end", beta_end)):
+        if not (0.0 < value < 1.0) or math.isnan(value):
+            raise ValueError(f"{name} must lie in the open interval (0, 1), got {value}")
+    if beta_end < beta_start:
+        raise ValueError(f"beta_end ({beta_end}) must be >= beta_start ({beta_start})")
+
+
+def check_betas(betas: Tensor, *, allow_terminal_one: bool = False) -> Tensor:
+    """Validate a beta schedule and return it as float64.
+
+    Args:
+        betas: shape ``(T,)``; every entry must lie in ``(0, 1)``.
+        allow_terminal_one: accept ``betas[-1] == 1`` (zero terminal SNR).
+
+    Raises:
+        ValueError: wrong rank, empty, NaN, or a beta outside ``(0, 1)``.
+    """
+    if betas.ndim != 1 or betas.numel() == 0:
+        raise ValueError(f"betas must be a non-empty 1-D tensor, got shape {tuple(betas.shape)}")
+    b = betas.detach().to(device="cpu", dtype=_DTYPE)
+    if bool(torch.isnan(b).any()):
+        raise ValueError("betas contain NaN")
+    body = b[:-1] if allow_terminal_one else b
+    last_ok = (not allow_terminal_one) or (0.0 < float(b[-1]) <= 1.0)
+    if bool(((body <= 0) | (body >= 1)).any()) or not last_ok:
+        raise ValueError(
+            f"every beta must lie in the open interval (0, 1); got values in "
+            f"[{float(b.min())}, {float(b.max())}]"
+        )
+    return b
+
+
+def linear_beta_schedule(
+    num_timesteps: int, beta_start: float = 1e-4, beta_end: float = 0.02
+) -> Tensor:
+    r"""Linearly spaced betas (Ho et al., 2020, section 4).
+
+    .. math:: \beta_t = \beta_\text{start} + \frac{t}{T-1}(\beta_\text{end} - \beta_\text{start})
+
+    Returns:
+        float64 tensor of shape ``(T,)``.
+    """
+    _check_num_timesteps(num_timesteps)
+    _check_range(beta_start, beta_end)
+    return torch.linspace(beta_start, beta_end, num_timesteps, dtype=_DTYPE)
+
+
+def quadratic_beta_schedule(
+    num_timesteps: int, beta_start: float = 1e-4, beta_end: float = 0.02
+) -> Tensor:
+    r"""Betas whose square roots are linearly spaced.
+
+    .. math:: \beta_t = \left(\sqrt{\beta_\text{start}} + \tfrac{t}{T-1}
+        (\sqrt{\beta_\text{end}} - \sqrt{\beta_\text{start}})\right)^2
+
+    Returns:
+        float64 tensor of shape ``(T,)``.
+    """
+    _check_num_timesteps(num_timesteps)
+    _check_range(beta_start, beta_end)
+    return (
+        torch.linspace(math.sqrt(beta_start), math.sqrt(beta_end), num_timesteps, dtype=_DTYPE) ** 2
+    )
+
+
+def cosine_beta_schedule(num_timesteps: int, s: float = 0.008, max_beta: float = 0.999) -> Tensor:
+    r"""Cosine schedule of Nichol & Dhariwal (2021), equation (17).
+
+    .. math::
+        \bar\alpha(t) = \cos^2\!\left(\frac{t/T + s}{1 + s}\cdot\frac{\pi}{2}\right),\qquad
+        \beta_t = \min\!\left(1 - \frac{\bar\alpha(t+1)}{\bar\alpha(t)}, \beta_\max\right)
+
+    The ratio form keeps ``beta_0`` finite and positive (no NaN at ``t = 0``); the cap
+    avoids the singularity at ``t = T``.
+
+    Returns:
+        float64 tensor of shape ``(T,)``.
+    """
+    _check_num_timesteps(num_timesteps)
+    if not (0.0 < max_beta < 1.0):
+        raise ValueError(f"max_beta must lie in (0, 1), got {max_beta}")
+    if s < 0:
+        raise ValueError(f"the offset s must be >= 0, got {s}")
+    steps = torch.arange(num_timesteps + 1, dtype=_DTYPE) / num_timesteps
+    abar = torch.cos((steps + s) / (1 + s) * math.pi / 2) ** 2
+    betas = 1.0 - abar[1:] / abar[:-1]
+    return betas.clamp(min=1e-12, max=max_beta)
+
+
+def sigmoid_beta_schedule(
+    num_timesteps: int, beta_start: float = 1e-4, beta_end: float = 0.02
+) -> Tensor:
+    r"""Betas following a logistic curve between ``beta_start`` and ``beta_end``.
+
+    .. math:: \beta_t = \beta_\text{start} + \sigma(-6 + 12\tfrac{t}{T-1})
+        (\beta_\text{end} - \beta_\text{start})
+
+    Returns:
+        float64 tensor of shape ``(T,)``.
+    """
+    _check_num_timesteps(num_timesteps)
+    _check_range(beta_start, beta_end)
+    grid = torch.linspace(-6.0, 6.0, num_timesteps, dtype=_DTYPE)
+    return torch.sigmoid(grid) * (beta_end - beta_start) + beta_start
+
+
+def alphas_cumprod_from_betas(betas: Tensor) -> Tensor:
+    r"""Cumulative product :math:`\bar\alpha_t = \prod_{s \le t} (1 - \beta_s)`.
+
+    Returns:
+        float64 tensor of shape ``(T,)``.
+    """
+    return torch.cumprod(1.0 - betas.to(_DTYPE), dim=0)
+
+
+def rescale_zero_terminal_snr(betas: Tensor) -> Tensor:
+    r"""Rescale betas to zero terminal SNR (Lin et al., 2024, Algorithm 1).
+
+    With :math:`a_t = \sqrt{\bar\alpha_t}`, the rescaled
+    :math:`a'_t = (a_t - a_{T-1}) \, a_0 / (a_0 - a_{T-1})` keeps :math:`a'_0 = a_0`
+    and makes :math:`a'_{T-1} = 0`, i.e. :math:`\beta'_{T-1} = 1`.
+
+    Args:
+        betas: shape ``(T,)`` with ``T >= 2``.
+
+    Returns:
+        float64 tensor of shape ``(T,)`` whose last entry is exactly 1.
+    """
+    b = check_betas(betas)
+    if b.numel() < 2:
+        raise ValueError("zero-terminal-SNR rescaling needs at least 2 timesteps")
+    a = alphas_cumprod_from_betas(b).sqrt()
+    a0, a_last = a[0].clone(), a[-1].clone()
+    a = (a - a_last) * a0 / (a0 - a_last)
+    abar = a**2
+    alphas = torch.cat([abar[:1], abar[1:] / abar[:-1]])
+    return 1.0 - alphas
+
+
+def make_beta_schedule(
+    name: BetaScheduleName,
+    num_timesteps: int,
+    beta_start: float = 1e-4,
+    beta_end: float = 0.02,
+) -> Tensor:
+    """Build a named beta schedule (float64, shape ``(T,)``).
+
+    Args:
+        name: one of ``"linear"``, ``"quadratic"``, ``"cosine"``, ``"sigmoid"``.
+            ``beta_start``/``beta_end`` are ignored by ``"cosine"``.
+        num_timesteps: ``T``.
+
+    Raises:
+        ValueError: unknown name or out-of-range betas.
+    """
+    check_choice("beta_schedule", name, get_args(BetaScheduleName))
+    if name == "linear":
+        return linear_beta_schedule(num_timesteps, beta_start, beta_end)
+    if name == "quadratic":
+        return quadratic_beta_schedule(num_timesteps, beta_start, beta_end)
+    if name == "cosine":
+        return cosine_beta_schedule(num_timesteps)
+    if name == "sigmoid":
+        return sigmoid_beta_schedule(num_timesteps, beta_start, beta_end)
+    raise ValueError(f"unknown beta_schedule {name!r}")  # pragma: no cover
