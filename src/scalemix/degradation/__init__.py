@@ -1,0 +1,62 @@
+"""Generalized linear degradations and Scale Space Diffusion.
+
+:class:`LinearDegradation` declares a forward process
+:math:`x_t = \\sqrt{\\bar\\alpha_t} D_{0:t} x_0 + \\sqrt{1-\\bar\\alpha_t}\\,\\epsilon`;
+:class:`GaussianDegradation` is DDPM (:math:`D_t = I`) and
+:class:`ScaleSpaceDegradation` downsamples (Mukhopadhyay et al., 2026).
+:func:`reverse_step` is the exact ancestral step of any of them.
+"""
+
+from __future__ import annotations
+
+from .lanczos import lanczos_function as lanczos_function
+from .lanczos import power_iteration as power_iteration
+from .posterior import PosteriorCoefficients as PosteriorCoefficients
+from .posterior import ReverseMethod as ReverseMethod
+from .posterior import lanczos_covariance_root as lanczos_covariance_root
+from .posterior import posterior_coefficients as posterior_coefficients
+from .posterior import posterior_mean as posterior_mean
+from .posterior import reverse_step as reverse_step
+from .protocol import GaussianDegradation as GaussianDegradation
+from .protocol import LinearDegradation as LinearDegradation
+from .protocol import SupportsCovarianceRoot as SupportsCovarianceRoot
+from .protocol import apply_range as apply_range
+from .protocol import apply_range_adjoint as apply_range_adjoint
+from .resize import DownsampleSpectrum as DownsampleSpectrum
+from .resize import downsample as downsample
+from .resize import downsample_adjoint as downsample_adjoint
+from .resize import downsample_matrix as downsample_matrix
+from .resize import downsample_spectrum as downsample_spectrum
+from .resolution import ResolutionScheduleName as ResolutionScheduleName
+from .resolution import resolution_levels as resolution_levels
+from .resolution import resolution_schedule as resolution_schedule
+from .respacing import change_steps as change_steps
+from .respacing import respaced_timesteps as respaced_timesteps
+from .scale_space import ScaleSpaceDegradation as ScaleSpaceDegradation
+
+__all__ = [
+    "DownsampleSpectrum",
+    "GaussianDegradation",
+    "LinearDegradation",
+    "PosteriorCoefficients",
+    "ResolutionScheduleName",
+    "ReverseMethod",
+    "ScaleSpaceDegradation",
+    "SupportsCovarianceRoot",
+    "apply_range",
+    "apply_range_adjoint",
+    "change_steps",
+    "downsample",
+    "downsample_adjoint",
+    "downsample_matrix",
+    "downsample_spectrum",
+    "lanczos_covariance_root",
+    "lanczos_function",
+    "posterior_coefficients",
+    "posterior_mean",
+    "power_iteration",
+    "resolution_levels",
+    "resolution_schedule",
+    "respaced_timesteps",
+    "reverse_step",
+]

@@ -1,0 +1,299 @@
+r"""Scale Space Diffusion: downsampling as the linear degradation.
+
+Mukhopadhyay, Udhayanan & Shrivastava, "Scale Space Diffusion", CVPR 2026
+(arXiv:2603.08709). The forward marginal is
+
+.. math:: x_t = \sqrt{\bar\alpha_t}\,D_{0:t}(x_0) + \sqrt{1-\bar\alpha_t}\,\epsilon,
+    \qquad \epsilon \sim \mathcal N(0, I_{r(t) \times r(t)}),
+
+where :math:`D_t` is a 2x antialiased bilinear downsample at the timesteps where the
+resolution :math:`r(t)` halves and the identity elsewhere. Because the downsample is
+separable (:math:`M = D \otimes D`, :mod:`scalemix.degradation.resize`), the reverse
+covariance root has the closed form
+
+.. math:: \Sigma^{1/2}\xi = \sigma_s\,U\bigl[\sqrt{1-\rho c^2\lambda_i\lambda_j}
+    \odot (U^\top \xi U)\bigr]U^\top, \qquad D^\top D = U\operatorname{diag}(\lambda)U^\top .
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from ..scheduler import StepOutput
+from ..schedules import BetaScheduleName, make_beta_schedule
+from ._checks import check_state, shared_timestep
+from .posterior import ReverseMethod, posterior_coefficients, reverse_step
+from .resize import downsample, downsample_adjoint, downsample_spectrum
+from .resolution import ResolutionScheduleName, resolution_levels
+from .resolution import resolution_schedule as _resolution_table
+from .respacing import respaced_timesteps
+
+__all__ = ["ScaleSpaceDegradation"]
+
+
+class ScaleSpaceDegradation:
+    r"""The Scale Space Diffusion forward process and its exact reverse step.
+
+    Implements :class:`~scalemix.degradation.LinearDegradation` and
+    :class:`~scalemix.degradation.SupportsCovarianceRoot`. Holds only precomputed
+    float64 CPU buffers; every method is a pure function of its arguments.
+
+    Args:
+        image_size: full resolution (power of two).
+        num_levels: pyramid levels (1 gives plain DDPM at ``image_size``).
+        num_train_timesteps: ``T``.
+        beta_schedule: see :func:`scalemix.schedules.make_beta_schedule`.
+        resolution_schedule: ``"convex"`` or ``"linear"`` (equal split), see
+            :func:`~scalemix.degradation.resolution.resolution_schedule`.
+        gamma: exponent of the convex schedule (0.5 in the paper).
+        beta_start: first beta.
+        beta_end: last beta.
+
+    Raises:
+        ValueError: bad sizes, unknown schedule names, or a schedule that skips a level.
+    """
+
+    def __init__(
+        self,
+        image_size: int,
+        num_levels: int,
+        num_train_timesteps: int = 1000,
+        beta_schedule: BetaScheduleName = "linear",
+        resolution_schedule: ResolutionScheduleName = "convex",
+        gamma: float = 0.5,
+        beta_start: float = 1e-4,
+        beta_end: float = 0.02,
+    ) -> None:
+        self.image_size: int = image_size
+        #: the pyramid, ascending: ``(R_0, ..., R_{n-1} = image_size)``
+        self.resolutions: tuple[int, ...] = resolution_levels(image_size, num_levels)
+        self.num_levels: int = num_levels
+        self.betas: Tensor = make_beta_schedule(
+            beta_schedule, num_train_timesteps, beta_start, beta_end
+        )
+        self._abar: Tensor = torch.cumprod(1.0 - self.betas, dim=0)
+        self.resolution_schedule: ResolutionScheduleName = resolution_schedule
+        self.gamma: float = gamma
+        table = _resolution_table(
+            image_size, num_levels, num_train_timesteps, resolution_schedule, gamma
+        )
+        #: :math:`r(t)` for every timestep, int64 ``(T,)``
+        self.resolution_table: Tensor = table
+        self._res: list[int] = [int(r) for r in table]
+        #: timesteps ``t_c`` with ``r(t_c) != r(t_c - 1)``, ascending
+        self.change_steps: tuple[int, ...] = tuple(
+            t for t in range(1, len(self._res)) if self._res[t] != self._res[t - 1]
+        )
+
+    # ------------------------------------------------------------------ schedule
+    @property
+    def num_train_timesteps(self) -> int:
+        """``T``."""
+        return len(self._res)
+
+    @property
+    def alphas_cumprod(self) -> Tensor:
+        r""":math:`\bar\alpha_t`, float64 ``(T,)``."""
+        return self._abar
+
+    def snr(self, t: Tensor | int) -> Tensor:
+        r""":math:`\mathrm{SNR}_t = \bar\alpha_t / (1 - \bar\alpha_t)`, float64 of ``t``'s shape."""
+        tt = torch.as_tensor(t).cpu()
+        if torch.is_floating_point(tt) or tt.dtype == torch.bool:
+            raise TypeError(f"t must be an int or an integer tensor, got dtype {tt.dtype}")
+        if bool(((tt < 0) | (tt >= self.num_train_timesteps)).any()):
+            raise ValueError(f"t must lie in [0, {self.num_train_timesteps}), got {t}")
+        abar = self._abar[tt]
+        return abar / (1.0 - abar)
+
+    def resolution(self, t: Tensor | int) -> int:
+        """:math:`r(t)` for a shared timestep ``t`` in ``[-1, T)`` (``r(-1) = image_size``)."""
+        s = shared_timestep(t, None, self.num_train_timesteps, allow_clean=True)
+        return self.image_size if s < 0 else self._res[s]
+
+    def level(self, t: Tensor | int) -> int:
+        """Index ``i`` of :math:`r(t) = R_i` in :attr:`resolutions` (``n - 1`` at full size)."""
+        return self.resolutions.index(self.resolution(t))
+
+    def spatial_shape(self, t: int) -> tuple[int, ...]:
+        """``(r(t), r(t))`` for ``t`` in ``[-1, T)``."""
+        r = self.resolution(t)
+        return (r, r)
+
+    def timesteps(self, num_inference_steps: int | None = None) -> Tensor:
+        """Respaced sampling timesteps; see :func:`~scalemix.degradation.respaced_timesteps`."""
+        return respaced_timesteps(self, num_inference_steps)
+
+    # ------------------------------------------------------------------ operators
+    def _batch_resolution(self, t: Tensor | int, batch: int, offset: int = 0) -> int:
+        """Resolution ``r(t + offset)`` shared by a batch (``t`` may vary within a level)."""
+        if isinstance(t, Tensor) and t.ndim == 1:
+            if t.shape[0] != batch:
+                raise ValueError(f"t must have shape ({batch},), got {tuple(t.shape)}")
+            lo = shared_timestep(t.min(), None, self.num_train_timesteps)
+            hi = shared_timestep(t.max(), None, self.num_train_timesteps)
+            # r(t) is monotone in t, so the extremes decide
+            r_lo, r_hi = self.resolution(lo + offset), self.resolution(hi + offset)
+            if r_lo != r_hi:
+                raise ValueError(
+                    "all batch items must share one resolution: timesteps in "
+                    f"[{lo}, {hi}] span resolutions {r_hi}..{r_lo}; sample one timestep "
+                    "(or one level) per batch"
+                )
+            return r_lo
+        return self.resolution(shared_timestep(t, batch, self.num_train_timesteps) + offset)
+
+    def degrade(self, x0: Tensor, t: Tensor | int) -> Tensor:
+        r""":math:`D_{0:t}(x_0)`: ``x0`` halved down to :math:`r(t)` by repeated 2x downsamples.
+
+        Args:
+            x0: clean images, shape ``(b, c, image_size, image_size)``.
+            t: int, or ``(b,)`` int tensor whose entries share one resolution.
+
+        Returns:
+            Shape ``(b, c, r(t), r(t))``.
+        """
+        check_state("x0", x0, (self.image_size, self.image_size))
+        return self._down_to(x0, self._batch_resolution(t, x0.shape[0]))
+
+    @staticmethod
+    def _down_to(x: Tensor, r: int) -> Tensor:
+        while x.shape[-1] > r:
+            x = downsample(x)
+        return x
+
+    def add_noise(self, x0: Tensor, noise: Tensor, t: Tensor | int) -> Tensor:
+        r""":math:`x_t = \sqrt{\bar\alpha_t} D_{0:t}(x_0) + \sqrt{1-\bar\alpha_t}\,\epsilon`.
+
+        Args:
+            x0: shape ``(b, c, image_size, image_size)``.
+            noise: :math:`\epsilon` at the resolution of ``t``, shape ``(b, c, r(t), r(t))``.
+            t: int, or ``(b,)`` int tensor whose entries share one resolution.
+
+        Returns:
+            Shape ``(b, c, r(t), r(t))``.
+        """
+        check_state("x0", x0, (self.image_size, self.image_size))
+        b, c = int(x0.shape[0]), int(x0.shape[1])
+        r = self._batch_resolution(t, b)
+        check_state("noise", noise, (r, r), batch=b, channels=c)
+        tt = torch.as_tensor(t).cpu().long().expand(b)
+        abar = self._abar[tt].to(device=x0.device, dtype=x0.dtype).view(b, 1, 1, 1)
+        return abar.sqrt() * self._down_to(x0, r) + (1.0 - abar).sqrt() * noise
+
+    def target(self, x0: Tensor, t: Tensor | int) -> Tensor:
+        r"""The training target :math:`D_{0:t-1}(x_0)` at the next resolution :math:`r(t-1)`.
+
+        Args:
+            x0: shape ``(b, c, image_size, image_size)``.
+            t: int, or ``(b,)`` int tensor whose entries share :math:`r(t-1)`
+                (``t = 0`` gives ``x0``).
+
+        Returns:
+            Shape ``(b, c, r(t-1), r(t-1))``.
+        """
+        check_state("x0", x0, (self.image_size, self.image_size))
+        return self._down_to(x0, self._batch_resolution(t, x0.shape[0], offset=-1))
+
+    def _step_sizes(self, t: int) -> tuple[int, int]:
+        """``(r(t-1), r(t))`` for a step index ``t`` in ``[0, T)``."""
+        t_ = shared_timestep(t, None, self.num_train_timesteps)
+        return self.resolution(t_ - 1), self._res[t_]
+
+    def apply(self, x: Tensor, t: int) -> Tensor:
+        """:math:`D_t x`: the 2x downsample if ``t`` is a change step, else the identity.
+
+        ``x`` has shape ``(b, c, r(t-1), r(t-1))``; returns ``(b, c, r(t), r(t))``.
+        """
+        r_in, r_out = self._step_sizes(t)
+        check_state("x", x, (r_in, r_in))
+        return downsample(x) if r_out != r_in else x
+
+    def apply_adjoint(self, y: Tensor, t: int) -> Tensor:
+        r""":math:`D_t^\top y` (:math:`Y \mapsto D^\top Y D` at a change step, else identity).
+
+        ``y`` has shape ``(b, c, r(t), r(t))``; returns ``(b, c, r(t-1), r(t-1))``.
+        """
+        r_in, r_out = self._step_sizes(t)
+        check_state("y", y, (r_out, r_out))
+        return downsample_adjoint(y) if r_out != r_in else y
+
+    # ------------------------------------------------------------------ reverse step
+    def covariance_root(self, xi: Tensor, t: int, prev_t: int) -> Tensor:
+        r"""Closed-form :math:`\Sigma^{1/2}\xi` of the step ``t -> prev_t`` (module docstring).
+
+        Same resolution: :math:`\sigma_s\sqrt{1 - \rho c^2}\,\xi` (the DDPM posterior
+        standard deviation). One halving: two ``(n x n)`` matmuls per side with the
+        cached eigendecomposition of :math:`D^\top D`, batched over ``(b, c)``.
+
+        Args:
+            xi: shape ``(b, c, r(s), r(s))``.
+            t: timestep in ``[0, T)``.
+            prev_t: ``s`` in ``[-1, t)`` with ``r(s)`` equal to ``r(t)`` or ``2 r(t)``.
+
+        Raises:
+            ValueError: more than one resolution change between ``s`` and ``t``, or a
+                non-PSD covariance (:math:`\rho c^2 \max\lambda^2 \ge 1`).
+        """
+        co = posterior_coefficients(self, t, prev_t)
+        r_t, r_s = self.resolution(t), self.resolution(prev_t)
+        check_state("xi", xi, (r_s, r_s))
+        kappa = co.rho * co.c**2
+        if r_s == r_t:
+            return (co.sigma_s * math.sqrt(max(1.0 - kappa, 0.0))) * xi
+        if r_s != 2 * r_t:
+            raise ValueError(
+                f"the closed form covers one 2x resolution change per step; t={t} "
+                f"(r={r_t}) -> prev_t={prev_t} (r={r_s}) spans more: use "
+                "degradation.timesteps() for respacing or method='lanczos'"
+            )
+        spec = downsample_spectrum(r_s, dtype=torch.float64)
+        lam_max = float(spec.eigenvalues.max())
+        if kappa * lam_max**2 >= 1.0:
+            raise ValueError(
+                f"the reverse covariance of t={t} -> prev_t={prev_t} is not PSD: "
+                f"rho c^2 max(lam)^2 = {kappa * lam_max**2:.4f} >= 1"
+            )
+        lam = spec.eigenvalues
+        scale = (1.0 - kappa * lam[:, None] * lam[None, :]).clamp(min=0.0).sqrt()
+        u = spec.eigenvectors.to(device=xi.device, dtype=xi.dtype)
+        scale = (co.sigma_s * scale).to(device=xi.device, dtype=xi.dtype)
+        z = u.T @ xi @ u
+        return u @ (scale * z) @ u.T
+
+    def reverse_step(
+        self,
+        x0_pred: Tensor,
+        t: Tensor | int,
+        x_t: Tensor,
+        *,
+        prev_t: Tensor | int | None = None,
+        method: ReverseMethod = "exact",
+        generator: torch.Generator | None = None,
+        noise: Tensor | None = None,
+        clip_sample: float | None = None,
+    ) -> StepOutput:
+        """One ancestral step; see :func:`scalemix.degradation.reverse_step`.
+
+        ``x0_pred`` has shape ``(b, c, r(s), r(s))`` and ``x_t`` ``(b, c, r(t), r(t))``.
+        """
+        return reverse_step(
+            self,
+            x0_pred,
+            t,
+            x_t,
+            prev_t=prev_t,
+            method=method,
+            generator=generator,
+            noise=noise,
+            clip_sample=clip_sample,
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"ScaleSpaceDegradation(image_size={self.image_size}, num_levels={self.num_levels}, "
+            f"num_train_timesteps={self.num_train_timesteps}, change_steps={self.change_steps})"
+        )

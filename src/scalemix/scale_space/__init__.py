@@ -1,0 +1,26 @@
+"""Scale Space Diffusion training and sampling (Mukhopadhyay et al., 2026).
+
+The forward process lives in :class:`scalemix.degradation.ScaleSpaceDegradation`;
+this package holds the x0-at-next-resolution loss and the ancestral sampler, which
+take any :class:`ScaleSpaceDenoiser`.
+"""
+
+from __future__ import annotations
+
+from .denoiser import ScaleSpaceDenoiser as ScaleSpaceDenoiser
+from .loss import ScaleSpaceLossTerms as ScaleSpaceLossTerms
+from .loss import TimestepSampling as TimestepSampling
+from .loss import sample_training_timesteps as sample_training_timesteps
+from .loss import scale_space_loss as scale_space_loss
+from .loss import scale_space_loss_terms as scale_space_loss_terms
+from .sampler import scale_space_sample as scale_space_sample
+
+__all__ = [
+    "ScaleSpaceDenoiser",
+    "ScaleSpaceLossTerms",
+    "TimestepSampling",
+    "sample_training_timesteps",
+    "scale_space_loss",
+    "scale_space_loss_terms",
+    "scale_space_sample",
+]
