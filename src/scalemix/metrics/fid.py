@@ -18,7 +18,6 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import scipy.linalg
 import torch
 import torch.nn.functional as F
 from numpy.typing import NDArray
@@ -103,25 +102,33 @@ def _statistics(features: NDArray[np.float64]) -> FeatureStatistics:
     return features.mean(axis=0), np.cov(features, rowvar=False)
 
 
+def _sqrt_psd(matrix: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Symmetric square root of a PSD matrix by eigendecomposition (round-off clipped)."""
+    values, vectors = np.linalg.eigh((matrix + matrix.T) / 2)
+    root: NDArray[np.float64] = (vectors * np.sqrt(np.clip(values, 0.0, None))) @ vectors.T
+    return root
+
+
 def frechet_distance(
     mu1: NDArray[np.float64],
     sigma1: NDArray[np.float64],
     mu2: NDArray[np.float64],
     sigma2: NDArray[np.float64],
-    *,
-    eps: float = 1e-6,
 ) -> float:
     r"""Frechet distance between two Gaussians :math:`\mathcal N(\mu_i, \Sigma_i)`.
 
-    The matrix square root uses :func:`scipy.linalg.sqrtm`; when the product is
-    singular, ``eps`` is added to both diagonals (as in the reference TF implementation),
-    and a negligible imaginary part from round-off is dropped.
+    The trace term uses :math:`\operatorname{tr}(\Sigma_1\Sigma_2)^{1/2}
+    = \sum_i \sqrt{\lambda_i}` with :math:`\lambda_i` the eigenvalues of the symmetric
+    PSD matrix :math:`\Sigma_1^{1/2}\Sigma_2\Sigma_1^{1/2}` (similar to
+    :math:`\Sigma_1\Sigma_2`): two symmetric eigendecompositions, exact, and an order of
+    magnitude faster than a general matrix square root for ``d = 2048``. Singular
+    covariances (fewer samples than dimensions) need no regularisation.
 
     Args:
         mu1: ``(d,)``.
-        sigma1: ``(d, d)``.
+        sigma1: ``(d, d)`` symmetric PSD.
         mu2: ``(d,)``.
-        sigma2: ``(d, d)``.
+        sigma2: ``(d, d)`` symmetric PSD.
     """
     d = mu1.shape[0]
     if mu2.shape != (d,) or sigma1.shape != (d, d) or sigma2.shape != (d, d):
@@ -129,18 +136,15 @@ def frechet_distance(
             f"shapes must be (d,), (d, d), (d,), (d, d); got {mu1.shape}, {sigma1.shape}, "
             f"{mu2.shape}, {sigma2.shape}"
         )
+    for name, arr in (("mu1", mu1), ("sigma1", sigma1), ("mu2", mu2), ("sigma2", sigma2)):
+        if not np.isfinite(arr).all():
+            raise ValueError(f"{name} contains NaN or infinite values")
+    root1 = _sqrt_psd(sigma1)
+    inner = root1 @ sigma2 @ root1
+    eigenvalues = np.linalg.eigvalsh((inner + inner.T) / 2)
+    trace_covmean = float(np.sqrt(np.clip(eigenvalues, 0.0, None)).sum())
     diff = mu1 - mu2
-    with warnings.catch_warnings():  # singular products are handled below
-        warnings.simplefilter("ignore", scipy.linalg.LinAlgWarning)
-        covmean = scipy.linalg.sqrtm(sigma1 @ sigma2)
-        if not np.isfinite(covmean).all():
-            offset = np.eye(d) * eps
-            covmean = scipy.linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
-    if np.iscomplexobj(covmean):
-        if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
-            raise ValueError("the covariance square root has a large imaginary component")
-        covmean = covmean.real
-    value = diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * np.trace(covmean)
+    value = diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * trace_covmean
     return float(value)
 
 
