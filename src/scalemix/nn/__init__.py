@@ -1,0 +1,41 @@
+"""Neural-network building blocks: embeddings, gates, dual-scale blocks and denoisers."""
+
+from __future__ import annotations
+
+from .batched import StackedLayout as StackedLayout
+from .batched import StackedLinear as StackedLinear
+from .dual_denoiser import DualScaleDenoiser as DualScaleDenoiser
+from .dual_denoiser import DualScalePreset as DualScalePreset
+from .dual_scale import DualScaleBlock as DualScaleBlock
+from .embedding import SinusoidalEmbedding as SinusoidalEmbedding
+from .embedding import sinusoidal_frequencies as sinusoidal_frequencies
+from .gate import GateMode as GateMode
+from .gate import TimestepGate as TimestepGate
+from .mlp import MLPDenoiser as MLPDenoiser
+from .mlp import MLPResidualBlock as MLPResidualBlock
+from .rescale import AffineInit as AffineInit
+from .rescale import AvgPoolDownscale as AvgPoolDownscale
+from .rescale import InterpolateMode as InterpolateMode
+from .rescale import InterpolateUpscale as InterpolateUpscale
+from .rescale import LearnedAffineUpscale as LearnedAffineUpscale
+from .rescale import ScaleUpscale as ScaleUpscale
+
+__all__ = [
+    "AffineInit",
+    "AvgPoolDownscale",
+    "DualScaleBlock",
+    "DualScaleDenoiser",
+    "DualScalePreset",
+    "GateMode",
+    "InterpolateMode",
+    "InterpolateUpscale",
+    "LearnedAffineUpscale",
+    "MLPDenoiser",
+    "MLPResidualBlock",
+    "ScaleUpscale",
+    "SinusoidalEmbedding",
+    "StackedLayout",
+    "StackedLinear",
+    "TimestepGate",
+    "sinusoidal_frequencies",
+]

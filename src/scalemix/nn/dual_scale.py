@@ -1,0 +1,133 @@
+r"""A generic dual-scale block: a global and a local branch mixed by a timestep gate.
+
+"Adaptive Dual-Scale Denoising" (eq. 1): the global branch sees the input :math:`x`,
+the local branch an upscaled copy :math:`u(x)`, and a gate mixes them,
+
+.. math::
+    d(x, t) = \alpha(t)\, g(x, t) + \big(1 - \alpha(t)\big)\, D\big(l(u(x), t)\big),
+
+where :math:`D` brings the local output back to the shape of :math:`x` (the identity
+for vectors; area downsampling by default for images).
+"""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .._utils import append_dims
+from .gate import TimestepGate
+from .rescale import LearnedAffineUpscale
+
+__all__ = ["DualScaleBlock"]
+
+
+class DualScaleBlock(nn.Module):
+    r"""Mix a global and a local branch with a timestep gate (see the module docstring).
+
+    Both branches are any modules called as ``branch(x, t)``: a user can put an MLP, a
+    UNet or a single convolution in either slot.
+
+    Args:
+        global_branch: :math:`g`, called on ``x``.
+        local_branch: :math:`l`, called on ``upscale(x)``.
+        gate: a two-branch :class:`TimestepGate`, or a float :math:`\alpha \in [0, 1]`
+            for a fixed gate.
+        upscale: :math:`u`, e.g. :class:`~scalemix.nn.LearnedAffineUpscale` (vectors),
+            :class:`~scalemix.nn.ScaleUpscale` or
+            :class:`~scalemix.nn.InterpolateUpscale` (images).
+        downscale: :math:`D`, applied to the local output. ``None`` means: identity when
+            the local output already has the shape of ``x``; otherwise, for images,
+            area downsampling (adaptive average pooling) to the spatial size of ``x``.
+
+    Shape:
+        - ``x``: ``(b, d)`` vectors or ``(b, c, h, w)`` images; ``t``: ``(b,)`` (or 0-d).
+        - output: shape of ``x`` (both branches must return the shape of their input).
+
+    Raises:
+        TypeError: if a branch or the upscale is not an ``nn.Module``.
+        ValueError: if the gate does not have two branches, a fixed ``alpha`` lies
+            outside ``[0, 1]``, or the local output cannot be brought to the shape of ``x``.
+    """
+
+    def __init__(
+        self,
+        global_branch: nn.Module,
+        local_branch: nn.Module,
+        gate: TimestepGate | float,
+        upscale: nn.Module,
+        downscale: nn.Module | None = None,
+    ) -> None:
+        super().__init__()
+        for name, module in (
+            ("global_branch", global_branch),
+            ("local_branch", local_branch),
+            ("upscale", upscale),
+        ):
+            if not isinstance(module, nn.Module):
+                raise TypeError(f"{name} must be an nn.Module, got {type(module).__name__}")
+        if downscale is not None and not isinstance(downscale, nn.Module):
+            raise TypeError(f"downscale must be an nn.Module or None, got {type(downscale)}")
+        if isinstance(gate, TimestepGate):
+            if gate.num_branches != 2:
+                raise ValueError(f"the gate must have 2 branches, got {gate.num_branches}")
+        else:
+            gate = TimestepGate("fixed", value=gate)
+        self.global_branch = global_branch
+        self.local_branch = local_branch
+        self.gate = gate
+        self.upscale = upscale
+        self.downscale = downscale
+
+    @classmethod
+    def for_vectors(
+        cls, global_branch: nn.Module, local_branch: nn.Module, gate: TimestepGate | float, dim: int
+    ) -> DualScaleBlock:
+        """The published vector form: a :class:`LearnedAffineUpscale` of size ``dim``."""
+        return cls(global_branch, local_branch, gate, LearnedAffineUpscale(dim))
+
+    def gate_weights(self, t: Tensor) -> Tensor:
+        r"""``(b, 2)`` weights :math:`(\alpha(t), 1 - \alpha(t))` without running the branches."""
+        weights: Tensor = self.gate(t)
+        return weights
+
+    def alpha(self, t: Tensor) -> Tensor:
+        r""":math:`\alpha(t)`, shape ``(b,)``, without running the branches."""
+        return self.gate.alpha(t)
+
+    def _bring_back(self, local: Tensor, x: Tensor) -> Tensor:
+        if self.downscale is not None:
+            local = self.downscale(local)
+        elif local.shape != x.shape and local.ndim == 4 and x.ndim == 4:
+            local = F.adaptive_avg_pool2d(local, (x.shape[-2], x.shape[-1]))
+        if local.shape != x.shape:
+            raise ValueError(
+                f"the local branch output has shape {tuple(local.shape)} after downscaling; "
+                f"expected the input shape {tuple(x.shape)}"
+            )
+        return local
+
+    def branches(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Run both branches: returns ``(g, D(l), weights)``, shapes ``x``, ``x``, ``(b, 2)``."""
+        if t.ndim == 0 and x.ndim >= 2:
+            t = t.expand(x.shape[0])
+        if x.ndim < 2 or t.shape != (x.shape[0],):
+            raise ValueError(
+                f"expected x of shape (b, ...) and t of shape (b,), got {tuple(x.shape)} "
+                f"and {tuple(t.shape)}"
+            )
+        weights = self.gate(t)
+        g = self.global_branch(x, t)
+        if g.shape != x.shape:
+            raise ValueError(
+                f"the global branch returned shape {tuple(g.shape)}, expected {tuple(x.shape)}"
+            )
+        local = self._bring_back(self.local_branch(self.upscale(x), t), x)
+        return g, local, weights
+
+    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+        r""":math:`\alpha(t) g(x, t) + (1 - \alpha(t)) D(l(u(x), t))`, shape of ``x``."""
+        g, local, weights = self.branches(x, t)
+        w_global = append_dims(weights[:, 0], x.ndim).to(g.dtype)
+        w_local = append_dims(weights[:, 1], x.ndim).to(g.dtype)
+        return w_global * g + w_local * local

@@ -1,0 +1,29 @@
+"""Training: denoising losses and a small reusable training loop."""
+
+from __future__ import annotations
+
+from .loop import Batching as Batching
+from .loop import LossName as LossName
+from .loop import TrainResult as TrainResult
+from .loop import TrainState as TrainState
+from .loop import train as train
+from .losses import LossFn as LossFn
+from .losses import draw_noise_and_timesteps as draw_noise_and_timesteps
+from .losses import eps_mse_loss as eps_mse_loss
+from .losses import evaluate_eps_mse as evaluate_eps_mse
+from .losses import hybrid_loss as hybrid_loss
+from .losses import vlb_term as vlb_term
+
+__all__ = [
+    "Batching",
+    "LossFn",
+    "LossName",
+    "TrainResult",
+    "TrainState",
+    "draw_noise_and_timesteps",
+    "eps_mse_loss",
+    "evaluate_eps_mse",
+    "hybrid_loss",
+    "train",
+    "vlb_term",
+]
