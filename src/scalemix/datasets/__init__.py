@@ -1,7 +1,11 @@
-"""Seeded toy datasets."""
+"""Seeded toy 2D datasets, CelebA from a local folder, and synthetic images."""
 
 from __future__ import annotations
 
+from .images import CELEBA_LAYOUT as CELEBA_LAYOUT
+from .images import CelebAFolder as CelebAFolder
+from .images import CelebASplit as CelebASplit
+from .images import SyntheticImages as SyntheticImages
 from .toy2d import DATASET_NAMES as DATASET_NAMES
 from .toy2d import DatasetName as DatasetName
 from .toy2d import checkerboard as checkerboard
@@ -15,8 +19,12 @@ from .toy2d import moons as moons
 from .toy2d import spiral as spiral
 
 __all__ = [
+    "CELEBA_LAYOUT",
     "DATASET_NAMES",
+    "CelebAFolder",
+    "CelebASplit",
     "DatasetName",
+    "SyntheticImages",
     "checkerboard",
     "circle",
     "datasaurus_dino_points",

@@ -9,6 +9,7 @@ from .dual_denoiser import DualScalePreset as DualScalePreset
 from .dual_scale import DualScaleBlock as DualScaleBlock
 from .embedding import SinusoidalEmbedding as SinusoidalEmbedding
 from .embedding import sinusoidal_frequencies as sinusoidal_frequencies
+from .flexi_unet import FlexiUNet as FlexiUNet
 from .gate import GateMode as GateMode
 from .gate import TimestepGate as TimestepGate
 from .mlp import MLPDenoiser as MLPDenoiser
@@ -26,6 +27,7 @@ __all__ = [
     "DualScaleBlock",
     "DualScaleDenoiser",
     "DualScalePreset",
+    "FlexiUNet",
     "GateMode",
     "InterpolateMode",
     "InterpolateUpscale",
