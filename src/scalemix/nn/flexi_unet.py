@@ -1,0 +1,315 @@
+"""Flexi-UNet: one UNet that denoises at every level of a resolution pyramid.
+
+Scale Space Diffusion (Mukhopadhyay, Udhayanan & Shrivastava, CVPR 2026,
+arXiv 2603.08709, section "Flexi-UNet") lowers the resolution of ``x_t`` as
+noise grows, so most reverse steps run on small images. The Flexi-UNet lets a
+single network serve all of them while the compute of a call scales with the
+resolution it sees: the UNet's levels coincide with the pyramid, a call at
+resolution ``r`` enters the encoder at the level whose native resolution is
+``r``, and leaves the decoder either at that level (resolution-preserving step)
+or one level up (resolution-increasing step, output ``2r``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import cast
+
+import torch
+from torch import Tensor, nn
+
+from scalemix.nn.unet_blocks import (
+    AttentionBlock,
+    Downsample,
+    ResBlock,
+    TimeEmbedding,
+    TimestepEmbedSequential,
+    Upsample,
+    group_norm,
+    zero_module,
+)
+
+__all__ = ["FlexiUNet"]
+
+
+def _adapter(in_channels: int, out_channels: int) -> nn.Module:
+    """A 1x1 convolution between widths, or the identity when they agree."""
+    if in_channels == out_channels:
+        return nn.Identity()
+    return nn.Conv2d(in_channels, out_channels, 1)
+
+
+class FlexiUNet(nn.Module):
+    """UNet whose levels match a resolution pyramid; runs only the levels a call needs.
+
+    Level ``i`` (``0 <= i < L``, ``L = len(channel_mult)``) has native resolution
+    ``R_i = image_size / 2^i`` and width ``w_i = base_channels * channel_mult[i]``;
+    every feature map at level ``i`` has ``w_i`` channels (the downsample from
+    level ``i`` and the upsample into it change the width). For an input at
+    resolution ``r = R_k``:
+
+    1. a shared 3x3 input convolution (``in_channels -> base_channels``, any
+       resolution) and the 1x1 input adapter of level ``k`` (``-> w_k``);
+    2. the encoder from level ``k`` down (levels ``< k`` are skipped), then the
+       middle block (residual, attention, residual) at level ``L - 1``;
+    3. the decoder back up to the exit level ``e``: ``e = k`` when
+       ``out_size = r`` (it stops before level ``k``'s upsample) and ``e = k - 1``
+       when ``out_size = 2r`` (it runs through that upsample and level ``k - 1``,
+       whose skip connections are zeros since that encoder level was skipped);
+    4. the 1x1 output adapter of level ``e`` (``w_e -> base_channels``) and a
+       shared head ``GN -> SiLU -> conv3x3`` whose convolution is zero-initialised.
+
+    A full-resolution call with ``out_size=None`` is a standard UNet (the DDPM
+    baseline); with ``channel_mult[0] == 1`` the level-0 adapters are identities.
+
+    **Distributed training.** A call leaves unused the adapters of the other
+    levels, and below full resolution the encoder and decoder levels above the
+    input. Training on several levels under
+    :class:`torch.nn.parallel.DistributedDataParallel` therefore needs
+    ``find_unused_parameters=True``; :meth:`unused_parameters` lists the
+    parameter names a given call leaves without gradient. (In a single process
+    nothing is needed: those parameters keep ``grad=None`` and optimisers skip them.)
+
+    Args:
+        in_channels: channels ``c`` of the input image.
+        base_channels: width of the input convolution and of the head.
+        channel_mult: width multiplier of each level, finest first.
+        num_res_blocks: residual blocks per encoder level (the decoder has one more).
+        attention_resolutions: resolutions (in pixels) whose levels use attention.
+        image_size: full resolution ``R_0``; a power of two.
+        dropout: dropout probability inside residual blocks.
+        num_heads: attention heads (ignored when ``num_head_channels`` is given).
+        num_head_channels: channels per attention head, if given.
+        out_channels: output channels (default ``in_channels``).
+        scale_shift: condition residual blocks by scale and shift (else additive).
+
+    Raises:
+        ValueError: for a non-power-of-two ``image_size``, more levels than
+            ``log2(image_size) + 1``, an attention resolution that is no level's
+            native resolution, widths not divisible into heads, non-positive sizes,
+            or a ``base_channels`` that is odd or below 4 (the width of the
+            sinusoidal timestep features).
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 3,
+        base_channels: int = 128,
+        channel_mult: Sequence[int] = (1, 2, 3, 4),
+        num_res_blocks: int = 2,
+        attention_resolutions: Sequence[int] = (16, 8),
+        image_size: int = 64,
+        dropout: float = 0.0,
+        num_heads: int = 4,
+        num_head_channels: int | None = None,
+        out_channels: int | None = None,
+        scale_shift: bool = True,
+    ) -> None:
+        super().__init__()
+        mults = tuple(int(m) for m in channel_mult)
+        _validate_config(in_channels, base_channels, mults, num_res_blocks, image_size, dropout)
+        levels = len(mults)
+        self.in_channels = in_channels
+        self.out_channels = in_channels if out_channels is None else out_channels
+        if self.out_channels < 1:
+            raise ValueError(f"out_channels must be positive, got {self.out_channels}")
+        self.image_size = image_size
+        self.resolutions: tuple[int, ...] = tuple(image_size >> i for i in range(levels))
+        self.widths: tuple[int, ...] = tuple(base_channels * m for m in mults)
+        attn = set(attention_resolutions)
+        if not attn <= set(self.resolutions):
+            raise ValueError(
+                f"attention_resolutions {sorted(attn)} must be native resolutions of the "
+                f"levels; accepted values are {list(self.resolutions)}"
+            )
+
+        def heads(width: int) -> int:
+            if num_head_channels is None:
+                return num_heads
+            if num_head_channels < 1 or width % num_head_channels != 0:
+                raise ValueError(
+                    f"num_head_channels={num_head_channels} must divide every attention width, "
+                    f"which includes {width}"
+                )
+            return width // num_head_channels
+
+        def stage(width_in: int, width: int, resolution: int) -> TimestepEmbedSequential:
+            layers: list[nn.Module] = [ResBlock(width_in, width, emb_dim, dropout, scale_shift)]
+            if resolution in attn:
+                layers.append(AttentionBlock(width, heads(width)))
+            return TimestepEmbedSequential(*layers)
+
+        emb_dim = 4 * base_channels
+        w, res = self.widths, self.resolutions
+        self.time_embed = TimeEmbedding(base_channels, emb_dim)
+        self.input_conv = nn.Conv2d(in_channels, base_channels, 3, padding=1)
+        self.in_adapters = nn.ModuleList(_adapter(base_channels, wi) for wi in w)
+        self.encoder = nn.ModuleList(
+            nn.ModuleList(stage(w[i], w[i], res[i]) for _ in range(num_res_blocks))
+            for i in range(levels)
+        )
+        self.downsamples = nn.ModuleList(Downsample(w[i], w[i + 1]) for i in range(levels - 1))
+        self.middle = TimestepEmbedSequential(
+            ResBlock(w[-1], w[-1], emb_dim, dropout, scale_shift),
+            AttentionBlock(w[-1], heads(w[-1])),
+            ResBlock(w[-1], w[-1], emb_dim, dropout, scale_shift),
+        )
+        self.decoder = nn.ModuleList(
+            nn.ModuleList(stage(2 * w[i], w[i], res[i]) for _ in range(num_res_blocks + 1))
+            for i in range(levels)
+        )
+        # upsamples[i] maps level i + 1 to level i.
+        self.upsamples = nn.ModuleList(Upsample(w[i + 1], w[i]) for i in range(levels - 1))
+        self.out_adapters = nn.ModuleList(_adapter(wi, base_channels) for wi in w)
+        self.head = nn.Sequential(
+            group_norm(base_channels),
+            nn.SiLU(),
+            zero_module(nn.Conv2d(base_channels, self.out_channels, 3, padding=1)),
+        )
+
+    @property
+    def num_levels(self) -> int:
+        """Number of pyramid levels ``L``."""
+        return len(self.resolutions)
+
+    def level(self, resolution: int) -> int:
+        """Index ``i`` of the level whose native resolution ``image_size / 2^i`` is ``resolution``.
+
+        Raises:
+            ValueError: if ``resolution`` is not a native resolution.
+        """
+        if resolution not in self.resolutions:
+            raise ValueError(
+                f"resolution {resolution} is not a level of this FlexiUNet; accepted "
+                f"resolutions are {list(self.resolutions)}"
+            )
+        return self.resolutions.index(resolution)
+
+    def _route(self, resolution: int, out_size: int | None) -> tuple[int, int]:
+        """Entry and exit levels of a call mapping ``resolution`` to ``out_size``."""
+        k = self.level(resolution)
+        if out_size is None or out_size == resolution:
+            return k, k
+        if out_size == 2 * resolution and k > 0:
+            return k, k - 1
+        accepted = [resolution] if k == 0 else [resolution, 2 * resolution]
+        raise ValueError(
+            f"out_size {out_size} is not allowed for a {resolution}x{resolution} input; "
+            f"accepted values are None or {accepted} (preserve or double the resolution, "
+            f"up to image_size={self.image_size})"
+        )
+
+    def unused_parameters(self, resolution: int, out_size: int | None = None) -> list[str]:
+        """Names of the parameters that a call at ``resolution -> out_size`` does not use.
+
+        These get no gradient from such a call (``param.grad`` stays ``None``).
+
+        Args:
+            resolution: input resolution ``r`` (a native resolution).
+            out_size: ``None``, ``r`` or ``2r`` as in :meth:`forward`.
+
+        Returns:
+            Parameter names as in ``named_parameters()``, in that order.
+
+        Raises:
+            ValueError: for a resolution or ``out_size`` that :meth:`forward` rejects.
+        """
+        k, e = self._route(resolution, out_size)
+        levels = self.num_levels
+        used = {
+            "time_embed.",
+            "input_conv.",
+            "middle.",
+            "head.",
+            f"in_adapters.{k}.",
+            f"out_adapters.{e}.",
+        }
+        used |= {f"encoder.{i}." for i in range(k, levels)}
+        used |= {f"downsamples.{i}." for i in range(k, levels - 1)}
+        used |= {f"decoder.{i}." for i in range(e, levels)}
+        used |= {f"upsamples.{i}." for i in range(e, levels - 1)}
+        return [name for name, _ in self.named_parameters() if not name.startswith(tuple(used))]
+
+    def forward(self, x: Tensor, t: Tensor, out_size: int | None = None) -> Tensor:
+        """Denoise ``x`` at its own resolution, or at twice that resolution.
+
+        Args:
+            x: noisy images of shape ``(b, in_channels, r, r)`` with ``r`` one of
+                :attr:`resolutions`.
+            t: timesteps of shape ``(b,)`` (integer or real).
+            out_size: ``None`` or ``r`` (resolution-preserving step) or ``2r``
+                (resolution-increasing step; only for ``r < image_size``).
+
+        Returns:
+            Tensor of shape ``(b, out_channels, out_size, out_size)`` (the
+            prediction, e.g. ``x0`` at the next resolution).
+
+        Raises:
+            ValueError: for a non-square or unsupported resolution, a wrong
+                channel count, a bad ``out_size``, or ``t`` not of shape ``(b,)``.
+            TypeError: if ``x`` is not floating point or ``t`` is bool/complex.
+        """
+        if x.ndim != 4 or x.shape[-1] != x.shape[-2]:
+            raise ValueError(f"x must have shape (b, c, r, r), got {tuple(x.shape)}")
+        if not torch.is_floating_point(x):
+            raise TypeError(f"x must be a floating-point tensor, got dtype {x.dtype}")
+        if x.shape[1] != self.in_channels:
+            raise ValueError(
+                f"x has {x.shape[1]} channels; this FlexiUNet accepts {self.in_channels}"
+            )
+        if t.dtype == torch.bool or t.is_complex():
+            raise TypeError(f"t must be an integer or real tensor, got dtype {t.dtype}")
+        if t.shape != (x.shape[0],):
+            raise ValueError(
+                f"t must have shape ({x.shape[0]},) to match the batch, got {tuple(t.shape)}"
+            )
+        k, e = self._route(x.shape[-1], out_size)
+        emb = self.time_embed(t)
+        h = self.in_adapters[k](self.input_conv(x))
+        skips = [h]
+        for i in range(k, self.num_levels):
+            for block in cast(nn.ModuleList, self.encoder[i]):
+                h = block(h, emb)
+                skips.append(h)
+            if i < self.num_levels - 1:
+                h = self.downsamples[i](h)
+                skips.append(h)
+        h = self.middle(h, emb)
+        for i in range(self.num_levels - 1, e - 1, -1):
+            for block in cast(nn.ModuleList, self.decoder[i]):
+                # Above the entry level the encoder was skipped: its skips are zeros.
+                skip = skips.pop() if i >= k else torch.zeros_like(h)
+                h = block(torch.cat([h, skip], dim=1), emb)
+            if i > e:
+                h = self.upsamples[i - 1](h)
+        out: Tensor = self.head(self.out_adapters[e](h))
+        return out
+
+
+def _validate_config(
+    in_channels: int,
+    base_channels: int,
+    mults: tuple[int, ...],
+    num_res_blocks: int,
+    image_size: int,
+    dropout: float,
+) -> None:
+    """Raise a ``ValueError`` naming the first invalid constructor argument."""
+    if in_channels < 1 or base_channels < 1:
+        raise ValueError(
+            f"in_channels and base_channels must be positive, got {in_channels} and {base_channels}"
+        )
+    if not mults or min(mults) < 1:
+        raise ValueError(f"channel_mult must be a non-empty sequence of positive ints, got {mults}")
+    if num_res_blocks < 1:
+        raise ValueError(f"num_res_blocks must be at least 1, got {num_res_blocks}")
+    if image_size < 1 or image_size & (image_size - 1):
+        raise ValueError(f"image_size must be a positive power of two, got {image_size}")
+    if image_size >> (len(mults) - 1) < 1:
+        max_levels = image_size.bit_length()
+        raise ValueError(
+            f"{len(mults)} levels need image_size >= {2 ** (len(mults) - 1)}; a {image_size}px "
+            f"image allows at most {max_levels} levels (len(channel_mult) <= {max_levels})"
+        )
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must lie in [0, 1), got {dropout}")
