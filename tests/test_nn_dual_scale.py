@@ -410,3 +410,16 @@ def test_denoisers_reject_bad_input() -> None:
         DualScaleDenoiser.from_branches(
             MLPDenoiser(**SMALL), MLPDenoiser(), TimestepGate("mlp"), LearnedAffineUpscale(2)
         )
+
+
+def test_embedding_keeps_float32_phases_when_cast_to_bfloat16() -> None:
+    from scalemix.nn import SinusoidalEmbedding
+
+    t = torch.tensor([998, 999])
+    ref = SinusoidalEmbedding(128)(t)
+    cast = SinusoidalEmbedding(128).to(torch.bfloat16)
+    out = cast(t)
+    assert out.dtype == torch.bfloat16
+    # only the final rounding to bf16 (8 bits of mantissa) separates the two
+    assert torch.allclose(out.float(), ref, atol=1e-2)
+    assert not torch.equal(out[0], out[1])

@@ -19,6 +19,7 @@ MLP fit sharp features (Tancik et al., 2020).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -61,8 +62,10 @@ class SinusoidalEmbedding(nn.Module):
     Shape:
         - input: ``(*)`` of any shape, integer or floating point (e.g. timesteps ``(b,)``
           or coordinates ``(b, d)``).
-        - output: ``(*, dim)`` in the dtype of the frequency buffer (float32 unless the
-          module was cast), i.e. ``(b,) -> (b, dim)`` and ``(b, d) -> (b, d, dim)``.
+        - output: ``(*, dim)``, i.e. ``(b,) -> (b, dim)`` and ``(b, d) -> (b, d, dim)``.
+          The phases are always computed in float32 (timesteps up to 1000 lose precision
+          in half precision); the result is float32, or the floating dtype the module was
+          cast to with ``.to(dtype)`` / ``.half()`` / ``.bfloat16()``.
 
     Raises:
         ValueError: if ``dim`` is odd or < 4, or ``scale`` is not a finite number.
@@ -80,6 +83,14 @@ class SinusoidalEmbedding(nn.Module):
         self.dim = dim
         self.scale = float(scale)
         self.register_buffer("freqs", freqs, persistent=False)
+        self._out_dtype = torch.float32
+
+    def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> SinusoidalEmbedding:
+        # Follow device moves and record dtype casts, but keep the frequencies in float32.
+        super()._apply(fn, recurse)  # type: ignore[no-untyped-call]
+        self._out_dtype = fn(torch.zeros((), dtype=torch.float32)).dtype
+        self.freqs = sinusoidal_frequencies(self.dim).to(self.freqs.device)
+        return self
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, scale={self.scale}"
@@ -88,5 +99,5 @@ class SinusoidalEmbedding(nn.Module):
         """Embed every entry of ``x``: ``(*) -> (*, dim)``."""
         if torch.is_complex(x) or x.dtype == torch.bool:
             raise TypeError(f"cannot embed a tensor of dtype {x.dtype}")
-        args = (x.to(self.freqs.dtype) * self.scale).unsqueeze(-1) * self.freqs
-        return torch.cat((torch.sin(args), torch.cos(args)), dim=-1)
+        args = (x.to(torch.float32) * self.scale).unsqueeze(-1) * self.freqs
+        return torch.cat((torch.sin(args), torch.cos(args)), dim=-1).to(self._out_dtype)
