@@ -22,7 +22,6 @@ extensions = [
 
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
 exclude_patterns = ["_build"]
-templates_path = ["_templates"]
 html_static_path = ["_static"]
 html_theme = "furo"
 html_title = f"scalemix {release}"
