@@ -104,3 +104,14 @@ def test_bad_schedule_input_raises(call: object) -> None:
 def test_unknown_schedule_message_lists_options() -> None:
     with pytest.raises(ValueError, match="'linear', 'quadratic', 'cosine', 'sigmoid'"):
         make_beta_schedule("exp", 10)  # type: ignore[arg-type]
+
+
+def test_timestep_schedule_is_what_the_scheduler_uses() -> None:
+    from scalemix.scheduler import DDPMScheduler
+    from scalemix.schedules import timestep_schedule
+
+    s = DDPMScheduler(500)
+    for spacing in ("trailing", "leading", "linspace"):
+        assert torch.equal(s.timesteps(37, spacing), timestep_schedule(500, 37, spacing))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="spacing"):
+        timestep_schedule(10, 5, "cosine")  # type: ignore[arg-type]

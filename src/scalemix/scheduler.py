@@ -17,7 +17,14 @@ import torch
 from torch import Tensor
 
 from ._utils import append_dims, as_timesteps, check_choice, check_finite, gather, randn
-from .schedules import BetaScheduleName, check_betas, make_beta_schedule, rescale_zero_terminal_snr
+from .schedules import (
+    BetaScheduleName,
+    TimestepSpacing,
+    check_betas,
+    make_beta_schedule,
+    rescale_zero_terminal_snr,
+    timestep_schedule,
+)
 
 __all__ = [
     "DDPMScheduler",
@@ -30,7 +37,6 @@ __all__ = [
 
 PredictionType = Literal["epsilon", "sample", "v_prediction"]
 VarianceType = Literal["fixed_small", "fixed_large"]
-TimestepSpacing = Literal["trailing", "leading", "linspace"]
 
 
 class StepOutput(NamedTuple):
@@ -427,13 +433,9 @@ class DDPMScheduler:
     def timesteps(
         self, num_inference_steps: int | None = None, spacing: TimestepSpacing = "trailing"
     ) -> Tensor:
-        """The sampling schedule: strictly decreasing int64 timesteps of shape ``(n,)``.
+        """The sampling schedule for this scheduler's ``T``.
 
-        With ``T`` training steps and ``n`` inference steps (Lin et al., 2024, Table 2):
-
-        * ``"trailing"``: ``round(T - i T / n) - 1`` -- starts at ``T - 1``;
-        * ``"leading"``: ``(n - 1 - i) * (T // n)`` -- ends at 0;
-        * ``"linspace"``: ``round(linspace(T - 1, 0, n))``.
+        See :func:`~scalemix.schedules.timestep_schedule` for the three spacings.
 
         A sampler steps from ``ts[i]`` to ``ts[i + 1]`` and from the last entry to -1,
         looking the previous timestep up in this tensor (no fixed stride).
@@ -441,20 +443,11 @@ class DDPMScheduler:
         Args:
             num_inference_steps: ``n`` in ``[1, T]``; ``None`` means ``T`` (every step).
             spacing: ``"trailing"``, ``"leading"`` or ``"linspace"``.
+
+        Returns:
+            Strictly decreasing int64 tensor of shape ``(n,)``.
         """
-        check_choice("spacing", spacing, get_args(TimestepSpacing))
-        T = self.num_train_timesteps
-        n = T if num_inference_steps is None else num_inference_steps
-        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= T:
-            raise ValueError(f"num_inference_steps must be an int in [1, {T}], got {n!r}")
-        i = torch.arange(n, dtype=torch.float64)
-        if spacing == "trailing":
-            ts = torch.floor(T - i * T / n + 0.5) - 1
-        elif spacing == "leading":
-            ts = (n - 1 - i) * (T // n)
-        else:
-            ts = torch.floor(torch.linspace(T - 1, 0, n, dtype=torch.float64) + 0.5)
-        return ts.to(torch.long)
+        return timestep_schedule(self.num_train_timesteps, num_inference_steps, spacing)
 
 
 def _cast(coef: Tensor, like: Tensor) -> Tensor:

@@ -18,6 +18,7 @@ from ._utils import check_choice
 
 __all__ = [
     "BetaScheduleName",
+    "TimestepSpacing",
     "alphas_cumprod_from_betas",
     "check_betas",
     "cosine_beta_schedule",
@@ -26,9 +27,11 @@ __all__ = [
     "quadratic_beta_schedule",
     "rescale_zero_terminal_snr",
     "sigmoid_beta_schedule",
+    "timestep_schedule",
 ]
 
 BetaScheduleName = Literal["linear", "quadratic", "cosine", "sigmoid"]
+TimestepSpacing = Literal["trailing", "leading", "linspace"]
 _DTYPE = torch.float64
 
 
@@ -205,3 +208,42 @@ def make_beta_schedule(
     if name == "sigmoid":
         return sigmoid_beta_schedule(num_timesteps, beta_start, beta_end)
     raise ValueError(f"unknown beta_schedule {name!r}")  # pragma: no cover
+
+
+def timestep_schedule(
+    num_train_timesteps: int,
+    num_inference_steps: int | None = None,
+    spacing: TimestepSpacing = "trailing",
+) -> Tensor:
+    """Sampling timesteps: strictly decreasing int64 tensor of shape ``(n,)``.
+
+    With ``T`` training steps and ``n`` inference steps (Lin et al., 2024, Table 2):
+
+    * ``"trailing"``: ``round(T - i T / n) - 1`` -- starts at ``T - 1``;
+    * ``"leading"``: ``(n - 1 - i) * (T // n)`` -- ends at 0;
+    * ``"linspace"``: ``round(linspace(T - 1, 0, n))``.
+
+    Rounding is half-up, so entries stay distinct whenever ``n <= T``.
+
+    Args:
+        num_train_timesteps: ``T``.
+        num_inference_steps: ``n`` in ``[1, T]``; ``None`` means ``T`` (every step).
+        spacing: ``"trailing"``, ``"leading"`` or ``"linspace"``.
+
+    Raises:
+        ValueError: unknown spacing or ``n`` outside ``[1, T]``.
+    """
+    check_choice("spacing", spacing, get_args(TimestepSpacing))
+    _check_num_timesteps(num_train_timesteps)
+    T = num_train_timesteps
+    n = T if num_inference_steps is None else num_inference_steps
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= T:
+        raise ValueError(f"num_inference_steps must be an int in [1, {T}], got {n!r}")
+    i = torch.arange(n, dtype=_DTYPE)
+    if spacing == "trailing":
+        ts = torch.floor(T - i * T / n + 0.5) - 1
+    elif spacing == "leading":
+        ts = (n - 1 - i) * (T // n)
+    else:
+        ts = torch.floor(torch.linspace(T - 1, 0, n, dtype=_DTYPE) + 0.5)
+    return ts.to(torch.long)
