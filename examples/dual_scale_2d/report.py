@@ -53,6 +53,12 @@ def write_markdown(summary: dict[str, Any], meta: dict[str, Any], path: Path) ->
                 f"{tr[0]:.1f} | ~{PAPER_TRAIN_S.get(model, float('nan')):.0f} | "
                 f"{sa[0]:.2f} | ~{PAPER_INFER_S.get(model, float('nan')):.2f} |"
             )
+    if meta["config"]["steps"] < 10_000:
+        lines += [
+            "",
+            f"Only {meta['config']['steps']} training steps (the paper: 10,000): a smoke test "
+            "of the pipeline, not comparable with the paper's numbers.",
+        ]
     text = "\n".join(lines) + "\n"
     path.write_text(text)
     return text

@@ -1,0 +1,56 @@
+"""The 2D study example runs end to end (a few steps) and writes its table and plots."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("matplotlib")
+pytest.importorskip("tqdm")
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "dual_scale_2d"
+
+
+def test_quick_study_writes_results(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(EXAMPLE))
+    sys.modules.pop("run_study", None)
+    import run_study
+
+    out = tmp_path / "study"
+    argv = [
+        "--quick",
+        "--steps",
+        "20",
+        "--datasets",
+        "moons",
+        "--models",
+        "baseline",
+        "adaptive",
+        "--threads",
+        "1",
+        "--out",
+        str(out),
+    ]
+    summary = run_study.main(argv)
+    for name in (
+        "results.md",
+        "results.json",
+        "runs.jsonl",
+        "samples.png",
+        "alpha.png",
+        "losses.png",
+    ):
+        assert (out / name).stat().st_size > 0, name
+    data = json.loads((out / "results.json").read_text())
+    assert {r["model"] for r in data["runs"]} == {"baseline", "adaptive"}
+    assert all(math.isfinite(r["kl"]) and len(r["losses"]) == 20 for r in data["runs"])
+    assert len(data["runs"][1]["alpha"]) == 100  # the adaptive gate over T = 100
+    assert set(summary["moons"]) == {"baseline", "adaptive"}
+    assert "not comparable" in (out / "results.md").read_text()
+    # --resume keeps the finished runs and has nothing left to do
+    again = run_study.main([*argv, "--resume"])
+    assert again["moons"]["baseline"]["kl"] == summary["moons"]["baseline"]["kl"]
