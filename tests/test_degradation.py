@@ -131,8 +131,8 @@ def test_schedule_properties(size_exp: int, levels: int, T: int, gamma: float) -
 
 
 def test_schedule_bad_input() -> None:
-    with pytest.raises(ValueError, match="power of two"):
-        ScaleSpaceDegradation(48, 2)
+    with pytest.raises(ValueError, match="multiple of"):
+        ScaleSpaceDegradation(48, 6)  # a 6-level UNet halves 5 times: 48 is no multiple of 32
     with pytest.raises(ValueError, match="too large"):
         ScaleSpaceDegradation(64, 7)
     with pytest.raises(ValueError, match=">= 1"):

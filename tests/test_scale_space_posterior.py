@@ -344,7 +344,7 @@ def test_reverse_step_bad_input() -> None:
     with pytest.raises(TypeError, match="lanczos"):
         reverse_step(BLUR, torch.zeros(1, 1, 8, 8), 5, torch.zeros(1, 1, 8, 8))
     c1, c2 = SSD8_3.change_steps
-    with pytest.raises(ValueError, match="one 2x resolution change"):
+    with pytest.raises(ValueError, match="one resolution change per step"):
         SSD8_3.covariance_root(torch.zeros(1, 1, 8, 8), c2, c1 - 1)
 
 

@@ -22,15 +22,27 @@ from .protocol import LinearDegradation as LinearDegradation
 from .protocol import SupportsCovarianceRoot as SupportsCovarianceRoot
 from .protocol import apply_range as apply_range
 from .protocol import apply_range_adjoint as apply_range_adjoint
+from .pyramid import Pyramid as Pyramid
+from .pyramid import pyramid_sizes as pyramid_sizes
+from .pyramid import unet_level as unet_level
 from .resize import DownsampleSpectrum as DownsampleSpectrum
 from .resize import downsample as downsample
 from .resize import downsample_adjoint as downsample_adjoint
 from .resize import downsample_matrix as downsample_matrix
 from .resize import downsample_spectrum as downsample_spectrum
+from .resize import resize as resize
+from .resize import resize_adjoint as resize_adjoint
+from .resize import resize_matrix as resize_matrix
+from .resize import resize_spectrum as resize_spectrum
 from .resolution import ResolutionScheduleName as ResolutionScheduleName
+from .resolution import level_schedule as level_schedule
 from .resolution import resolution_levels as resolution_levels
 from .resolution import resolution_schedule as resolution_schedule
+from .resolution import sigmoid_like as sigmoid_like
+from .resolution import tanh_like as tanh_like
+from .respacing import Spacing as Spacing
 from .respacing import change_steps as change_steps
+from .respacing import even_timesteps as even_timesteps
 from .respacing import respaced_timesteps as respaced_timesteps
 from .scale_space import ScaleSpaceDegradation as ScaleSpaceDegradation
 
@@ -39,9 +51,11 @@ __all__ = [
     "GaussianDegradation",
     "LinearDegradation",
     "PosteriorCoefficients",
+    "Pyramid",
     "ResolutionScheduleName",
     "ReverseMethod",
     "ScaleSpaceDegradation",
+    "Spacing",
     "SupportsCovarianceRoot",
     "apply_range",
     "apply_range_adjoint",
@@ -50,13 +64,23 @@ __all__ = [
     "downsample_adjoint",
     "downsample_matrix",
     "downsample_spectrum",
+    "even_timesteps",
     "lanczos_covariance_root",
     "lanczos_function",
+    "level_schedule",
     "posterior_coefficients",
     "posterior_mean",
     "power_iteration",
+    "pyramid_sizes",
+    "resize",
+    "resize_adjoint",
+    "resize_matrix",
+    "resize_spectrum",
     "resolution_levels",
     "resolution_schedule",
     "respaced_timesteps",
     "reverse_step",
+    "sigmoid_like",
+    "tanh_like",
+    "unet_level",
 ]

@@ -1,32 +1,62 @@
 r"""Resolution schedules of Scale Space Diffusion (Mukhopadhyay et al., 2026, sec. 4).
 
-A pyramid of ``n`` levels :math:`R_0 < \dots < R_{n-1}` (each twice the previous,
-:math:`R_{n-1}` the image size) is traversed as the timestep grows: with
-:math:`\tau = t / (T - 1)` and a warp :math:`x(\tau) \in [0, 1]`,
+A pyramid of ``n`` levels :math:`R_0 < \dots < R_{n-1}` (:math:`R_{n-1}` the image
+size; any sizes, see :mod:`~scalemix.degradation.pyramid`) is traversed as the timestep
+grows. With :math:`\tau = t / (T - 1)` the level index :math:`\mathrm{idx}(t)` into
+that ascending list is, for each schedule (the reference code's name in brackets):
 
-.. math:: \mathrm{idx}(t) = n - 1 - \min(\lfloor n\,x(\tau) \rfloor, n - 1),
-    \qquad r(t) = R_{\mathrm{idx}(t)} .
+* ``"linear"`` (alias ``"equal"``; reference ``equal``): equal split,
+  :math:`\mathrm{idx} = n - 1 - \min(\lfloor \tau n \rfloor, n - 1)`;
+* ``"convex"`` (reference ``convex_decay``, the paper's default with
+  :math:`\gamma = 0.5`): :math:`x = 1 - (1-\tau)^\gamma`,
+  :math:`\mathrm{idx} = n - 1 - \min(\lfloor x n \rfloor, n - 1)`;
+* ``"tanh"`` (reference ``tanh_like``): :math:`x = 1 - \mathrm{tanh\_like}(1-\tau)`,
+  :math:`\mathrm{idx} = \min(\lfloor x n \rfloor, n - 1)`;
+* ``"sigmoid"`` (reference ``sigmoid_like``): :math:`x = 1 - \mathrm{sigmoid\_like}(1-\tau)`,
+  :math:`\mathrm{idx} = \min(\lfloor x n \rfloor, n - 1)`;
 
-``"convex"`` uses :math:`x = 1 - (1 - \tau)^\gamma` (the paper's "convex decay";
-:math:`\gamma = 0.5` is the default, :math:`\gamma = 2` its concave ablation) and
-``"linear"`` uses :math:`x = \tau` (equal split of the timesteps between levels).
-For 64 px, 4 levels and :math:`\gamma = 0.5`: 64 for ``t < 438``, 32 for 438..749,
-16 for 750..936 and 8 for 937..999.
+with :math:`v = \operatorname{sign}(u)|u|^\gamma + 1/2`, :math:`h(u) = 3v^2 - 2v^3 - 1/2`,
+:math:`H(u) = h(u) / h(-1/2)`, :math:`\mathrm{tanh\_like}(s) = H(s - 1/2)/2 + 1/2`,
+:math:`G(y)` the root :math:`u \in [-1/2, 1/2]` of :math:`H(u)/2 = y` found by
+``scipy.optimize.brentq`` and :math:`\mathrm{sigmoid\_like}(s) = (G(s - 1/2) /
+G(-1/2))/2 + 1/2`. Everything is evaluated in float64 in exactly this order, because
+level boundaries can fall on exact integers and the rounding decides them: with
+``"convex"``, :math:`\gamma = 0.5` and 3 levels, :math:`x n` at ``t = 888`` is
+``1.9999999999999996``, so the change happens at ``t = 889``.
+
+For 64 px, 4 halving levels and :math:`\gamma = 0.5` (``"convex"``): 64 for
+``t < 438``, 32 for 438..749, 16 for 750..936 and 8 for 937..999. With
+:math:`\gamma = 2` the ``"tanh"`` schedule changes at 159, 500, 841 and ``"sigmoid"``
+at 364, 500, 636.
+
+The sigmoid-like root find has no sign change for some :math:`\gamma` (e.g. 0.25, 0.5,
+0.75, 0.9, 1.5: :math:`H(1/2)` rounds to slightly above :math:`-1`), where the reference
+code fails; scalemix raises a ``ValueError`` for those rather than invent values.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
+from collections.abc import Sequence
 from typing import Literal, get_args
 
 import torch
 from torch import Tensor
 
 from .._utils import check_choice
+from .pyramid import pyramid_sizes
 
-__all__ = ["ResolutionScheduleName", "resolution_levels", "resolution_schedule"]
+__all__ = [
+    "ResolutionScheduleName",
+    "level_schedule",
+    "resolution_levels",
+    "resolution_schedule",
+    "sigmoid_like",
+    "tanh_like",
+]
 
-ResolutionScheduleName = Literal["convex", "linear"]
+ResolutionScheduleName = Literal["convex", "linear", "sigmoid", "tanh", "equal"]
 
 
 def _check_int(name: str, value: int, minimum: int) -> None:
@@ -34,6 +64,109 @@ def _check_int(name: str, value: int, minimum: int) -> None:
         raise TypeError(f"{name} must be an int, got {type(value).__name__}")
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
+
+
+def _check_gamma(gamma: float) -> float:
+    if isinstance(gamma, bool) or not (
+        isinstance(gamma, (int, float)) and math.isfinite(gamma) and gamma > 0
+    ):
+        raise ValueError(f"gamma must be a positive finite float, got {gamma!r}")
+    return float(gamma)
+
+
+def _h_ratio(u: float, gamma: float) -> float:
+    """:math:`H(u) = h(u) / h(-1/2)` with :math:`h(u) = 3v^2 - 2v^3 - 1/2`."""
+
+    def h(w: float) -> float:
+        v = math.copysign(1.0, w) * abs(w) ** gamma + 0.5 if w != 0 else 0.5
+        return 3 * v**2 - 2 * v**3 - 0.5
+
+    return h(u) / h(-0.5)
+
+
+def tanh_like(s: float, gamma: float) -> float:
+    r"""The reference code's ``tanh_like`` warp: :math:`H(s - 1/2)/2 + 1/2` (module docstring).
+
+    Decreases from 1 at ``s = 0`` to 0 at ``s = 1``; float64.
+    """
+    return _h_ratio(s - 0.5, _check_gamma(gamma)) / 2 + 0.5
+
+
+def _root(y: float, gamma: float) -> float:
+    from scipy.optimize import brentq
+
+    try:
+        return float(brentq(lambda u: _h_ratio(u, gamma) / 2 - y, -0.5, 0.5))
+    except ValueError as err:
+        raise ValueError(
+            f"the sigmoid-like resolution schedule is undefined for gamma={gamma}: its root "
+            f"find (scipy.optimize.brentq of H(u)/2 = {y} on [-1/2, 1/2]) has no sign change, "
+            "as in the reference code; use another gamma (1, 2, 3 and 5 work) or "
+            "resolution_schedule='tanh'"
+        ) from err
+
+
+def sigmoid_like(s: float, gamma: float) -> float:
+    r"""The reference code's ``sigmoid_like`` warp: :math:`(G(s - 1/2)/G(-1/2))/2 + 1/2`.
+
+    :math:`G(y)` solves :math:`H(u)/2 = y` on :math:`[-1/2, 1/2]` with
+    ``scipy.optimize.brentq`` (module docstring). Decreases from 1 at ``s = 0`` to 0 at
+    ``s = 1``; float64.
+
+    Raises:
+        ValueError: if the root find has no sign change for this ``gamma``.
+    """
+    g = _check_gamma(gamma)
+    return (_root(s - 0.5, g) / _root(-0.5, g)) / 2 + 0.5
+
+
+def level_schedule(
+    num_levels: int,
+    num_timesteps: int,
+    schedule: ResolutionScheduleName = "convex",
+    gamma: float = 0.5,
+) -> tuple[int, ...]:
+    r"""The level index :math:`\mathrm{idx}(t)` of every timestep (module docstring).
+
+    Args:
+        num_levels: pyramid levels ``n >= 1``.
+        num_timesteps: ``T >= 1``.
+        schedule: ``"linear"`` (alias ``"equal"``), ``"convex"``, ``"sigmoid"`` or
+            ``"tanh"``.
+        gamma: the schedule's exponent, ``> 0`` (ignored by ``"linear"``).
+
+    Returns:
+        ``T`` ints in ``[0, n)``, non-increasing, index ``n - 1`` (full size) at ``t = 0``;
+        ``idx`` refers to the *ascending* list of sizes.
+
+    Raises:
+        ValueError: unknown ``schedule``, bad ``gamma`` (including the sigmoid-like
+            gammas whose root find fails), or bad counts.
+    """
+    _check_int("num_levels", num_levels, 1)
+    _check_int("num_timesteps", num_timesteps, 1)
+    check_choice("resolution_schedule", schedule, get_args(ResolutionScheduleName))
+    g = _check_gamma(gamma)
+    n, T = num_levels, num_timesteps
+    g0 = _root(-0.5, g) if schedule == "sigmoid" else 1.0
+    out: list[int] = []
+    for t in range(T):
+        tau = t / (T - 1) if T > 1 else 0.0
+        if schedule in ("linear", "equal"):
+            idx = n - 1 - min(math.floor(tau * n), n - 1)
+        elif schedule == "convex":
+            x = 1 - (1 - tau) ** g
+            idx = n - 1 - min(math.floor(x * n), n - 1)
+        elif schedule == "tanh":
+            x = 1 - (_h_ratio((1 - tau) - 0.5, g) / 2 + 0.5)
+            idx = min(math.floor(x * n), n - 1)
+        elif schedule == "sigmoid":
+            x = 1 - ((_root((1 - tau) - 0.5, g) / g0) / 2 + 0.5)
+            idx = min(math.floor(x * n), n - 1)
+        else:  # pragma: no cover - guarded by check_choice
+            raise ValueError(f"unknown resolution_schedule {schedule!r}")
+        out.append(idx)
+    return tuple(out)
 
 
 def resolution_levels(image_size: int, num_levels: int) -> tuple[int, ...]:
@@ -72,52 +205,54 @@ def resolution_schedule(
     num_timesteps: int,
     schedule: ResolutionScheduleName = "convex",
     gamma: float = 0.5,
+    *,
+    factor: float = 2.0,
+    unet_levels: int | None = None,
+    resolutions: Sequence[int] | None = None,
 ) -> Tensor:
-    r"""The resolution :math:`r(t)` of every timestep, as an int64 tensor of shape ``(T,)``.
+    r"""The resolution :math:`r(t) = R_{\mathrm{idx}(t)}` of every timestep, int64 ``(T,)``.
 
-    Implements the formula of the module docstring (evaluated in double precision,
-    timestep by timestep, so boundaries are reproducible).
+    Implements the formulas of the module docstring (:func:`level_schedule`, evaluated
+    in double precision, timestep by timestep, so boundaries are reproducible) on the
+    pyramid :func:`~scalemix.degradation.pyramid_sizes` ``(image_size, num_levels,
+    factor, unet_levels)``, or on ``resolutions`` when given.
 
     Args:
-        image_size: full resolution (power of two).
+        image_size: full resolution.
         num_levels: number of pyramid levels ``n``.
         num_timesteps: ``T >= 1``.
-        schedule: ``"convex"`` (:math:`x = 1 - (1-\tau)^\gamma`) or ``"linear"``
-            (:math:`x = \tau`, equal split; ``gamma`` is ignored).
-        gamma: exponent of the convex schedule, ``> 0``.
+        schedule: ``"convex"``, ``"linear"`` (alias ``"equal"``), ``"sigmoid"`` or
+            ``"tanh"``.
+        gamma: exponent of the schedule, ``> 0`` (ignored by ``"linear"``).
+        factor: downsampling factor of the pyramid (``>= 1``).
+        unet_levels: UNet level count of the rounding rule (default ``num_levels``).
+        resolutions: explicit strictly decreasing sizes (``resolutions[0] ==
+            image_size``, ``len == num_levels``); overrides ``factor``.
 
     Returns:
-        Non-increasing int64 tensor with ``r[0] = image_size`` and
-        ``r[T-1] = R_0`` when ``T > 1``.
+        Non-increasing int64 tensor with ``r[0] = image_size`` and ``r[T-1]`` the
+        smallest size when ``T > 1``.
 
     Raises:
-        ValueError: unknown ``schedule``, ``gamma <= 0``, bad sizes, or a schedule that
+        ValueError: unknown ``schedule``, bad ``gamma``, bad sizes, or a schedule that
             skips a level (``T`` too small for ``num_levels``): every resolution change
-            must be a single halving.
+            must move one level down the pyramid.
     """
-    levels = resolution_levels(image_size, num_levels)
-    _check_int("num_timesteps", num_timesteps, 1)
-    check_choice("resolution_schedule", schedule, get_args(ResolutionScheduleName))
-    if not (isinstance(gamma, (int, float)) and math.isfinite(gamma) and gamma > 0):
-        raise ValueError(f"gamma must be a positive finite float, got {gamma!r}")
-    n = num_levels
-    out: list[int] = []
-    for t in range(num_timesteps):
-        tau = t / (num_timesteps - 1) if num_timesteps > 1 else 0.0
-        if schedule == "convex":
-            x = 1.0 - (1.0 - tau) ** float(gamma)
-        elif schedule == "linear":
-            x = tau
-        else:  # pragma: no cover - guarded by check_choice
-            raise ValueError(f"unknown resolution_schedule {schedule!r}; use 'convex' or 'linear'")
-        idx = n - 1 - min(math.floor(n * x), n - 1)
-        out.append(levels[idx])
-    res = torch.tensor(out, dtype=torch.long)
-    ratios = res[:-1] // res[1:]
-    if bool(((ratios != 1) & (ratios != 2)).any()):
+    if resolutions is None:
+        sizes = pyramid_sizes(image_size, num_levels, factor, unet_levels).sizes
+    else:
+        sizes = tuple(resolutions)
+        if sizes[:1] != (image_size,) or len(sizes) != num_levels:
+            raise ValueError(
+                f"resolutions {sizes} must start at image_size={image_size} and have "
+                f"num_levels={num_levels} entries"
+            )
+    ascending = sizes[::-1]
+    idx = level_schedule(num_levels, num_timesteps, schedule, gamma)
+    if any(a - b > 1 for a, b in itertools.pairwise(idx)):
         raise ValueError(
             f"the resolution schedule skips a level: num_timesteps={num_timesteps} is too small "
             f"for num_levels={num_levels} with schedule={schedule!r} (gamma={gamma}); every "
-            "resolution change must be a single 2x halving"
+            "resolution change must move one level down the pyramid"
         )
-    return res
+    return torch.tensor([ascending[i] for i in idx], dtype=torch.long)

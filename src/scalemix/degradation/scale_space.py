@@ -6,10 +6,12 @@ Mukhopadhyay, Udhayanan & Shrivastava, "Scale Space Diffusion", CVPR 2026
 .. math:: x_t = \sqrt{\bar\alpha_t}\,D_{0:t}(x_0) + \sqrt{1-\bar\alpha_t}\,\epsilon,
     \qquad \epsilon \sim \mathcal N(0, I_{r(t) \times r(t)}),
 
-where :math:`D_t` is a 2x antialiased bilinear downsample at the timesteps where the
-resolution :math:`r(t)` halves and the identity elsewhere. Because the downsample is
-separable (:math:`M = D \otimes D`, :mod:`scalemix.degradation.resize`), the reverse
-covariance root has the closed form
+where :math:`D_t` is an antialiased bilinear resize to the next (smaller) size of a
+pyramid at the timesteps where the resolution :math:`r(t)` changes and the identity
+elsewhere. The pyramid halves by default; any factor (:func:`~scalemix.degradation.pyramid_sizes`)
+or any explicit strictly decreasing sizes work. Because the resize is separable
+(:math:`M = D \otimes D`, :mod:`scalemix.degradation.resize`), the reverse covariance
+root has the closed form
 
 .. math:: \Sigma^{1/2}\xi = \sigma_s\,U\bigl[\sqrt{1-\rho c^2\lambda_i\lambda_j}
     \odot (U^\top \xi U)\bigr]U^\top, \qquad D^\top D = U\operatorname{diag}(\lambda)U^\top .
@@ -17,7 +19,9 @@ covariance root has the closed form
 
 from __future__ import annotations
 
+import itertools
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -26,10 +30,11 @@ from ..scheduler import StepOutput
 from ..schedules import BetaScheduleName, make_beta_schedule
 from ._checks import check_state, shared_timestep
 from .posterior import ReverseMethod, posterior_coefficients, reverse_step
-from .resize import downsample, downsample_adjoint, downsample_spectrum
-from .resolution import ResolutionScheduleName, resolution_levels
+from .pyramid import Pyramid, _band, pyramid_sizes
+from .resize import resize, resize_adjoint, resize_spectrum
+from .resolution import ResolutionScheduleName
 from .resolution import resolution_schedule as _resolution_table
-from .respacing import respaced_timesteps
+from .respacing import Spacing, respaced_timesteps
 
 __all__ = ["ScaleSpaceDegradation"]
 
@@ -41,16 +46,29 @@ class ScaleSpaceDegradation:
     :class:`~scalemix.degradation.SupportsCovarianceRoot`. Holds only precomputed
     float64 CPU buffers; every method is a pure function of its arguments.
 
+    The pyramid is either ``resolutions`` (explicit, strictly decreasing, e.g.
+    ``(64, 40, 24, 16)``) or :func:`~scalemix.degradation.pyramid_sizes` ``(image_size,
+    num_levels, factor, unet_levels)`` (the reference code's rounding rule; with the
+    default ``factor=2`` and a power-of-two ``image_size`` the sizes halve).
+
     Args:
-        image_size: full resolution (power of two).
-        num_levels: pyramid levels (1 gives plain DDPM at ``image_size``).
+        image_size: full resolution (optional when ``resolutions`` is given).
+        num_levels: pyramid levels (1 gives plain DDPM at ``image_size``; optional when
+            ``resolutions`` is given).
         num_train_timesteps: ``T``.
         beta_schedule: see :func:`scalemix.schedules.make_beta_schedule`.
-        resolution_schedule: ``"convex"`` or ``"linear"`` (equal split), see
+        resolution_schedule: ``"convex"``, ``"linear"`` (alias ``"equal"``),
+            ``"sigmoid"`` or ``"tanh"``, see
             :func:`~scalemix.degradation.resolution.resolution_schedule`.
-        gamma: exponent of the convex schedule (0.5 in the paper).
+        gamma: exponent of the schedule (0.5 in the paper, with ``"convex"``).
         beta_start: first beta.
         beta_end: last beta.
+        factor: downsampling factor ``>= 1`` between pyramid levels (reference:
+            ``ds_factor``).
+        resolutions: explicit pyramid, strictly decreasing sizes ``>= 1``; overrides
+            ``factor``.
+        unet_levels: level count ``L`` of the UNet that will run the pyramid, used by
+            the rounding rule and for :attr:`pyramid` (default ``num_levels``).
 
     Raises:
         ValueError: bad sizes, unknown schedule names, or a schedule that skips a level.
@@ -58,19 +76,28 @@ class ScaleSpaceDegradation:
 
     def __init__(
         self,
-        image_size: int,
-        num_levels: int,
+        image_size: int | None = None,
+        num_levels: int | None = None,
         num_train_timesteps: int = 1000,
         beta_schedule: BetaScheduleName = "linear",
         resolution_schedule: ResolutionScheduleName = "convex",
         gamma: float = 0.5,
         beta_start: float = 1e-4,
         beta_end: float = 0.02,
+        *,
+        factor: float = 2.0,
+        resolutions: Sequence[int] | None = None,
+        unet_levels: int | None = None,
     ) -> None:
+        pyramid = _make_pyramid(image_size, num_levels, factor, resolutions, unet_levels)
+        image_size, num_levels = pyramid.sizes[0], len(pyramid.sizes)
         self.image_size: int = image_size
+        #: the pyramid, descending, with the UNet level each size runs at
+        self.pyramid: Pyramid = pyramid
         #: the pyramid, ascending: ``(R_0, ..., R_{n-1} = image_size)``
-        self.resolutions: tuple[int, ...] = resolution_levels(image_size, num_levels)
+        self.resolutions: tuple[int, ...] = pyramid.sizes[::-1]
         self.num_levels: int = num_levels
+        self.factor: float = float(factor)
         self.betas: Tensor = make_beta_schedule(
             beta_schedule, num_train_timesteps, beta_start, beta_end
         )
@@ -78,7 +105,12 @@ class ScaleSpaceDegradation:
         self.resolution_schedule: ResolutionScheduleName = resolution_schedule
         self.gamma: float = gamma
         table = _resolution_table(
-            image_size, num_levels, num_train_timesteps, resolution_schedule, gamma
+            image_size,
+            num_levels,
+            num_train_timesteps,
+            resolution_schedule,
+            gamma,
+            resolutions=pyramid.sizes,
         )
         #: :math:`r(t)` for every timestep, int64 ``(T,)``
         self.resolution_table: Tensor = table
@@ -123,9 +155,14 @@ class ScaleSpaceDegradation:
         r = self.resolution(t)
         return (r, r)
 
-    def timesteps(self, num_inference_steps: int | None = None) -> Tensor:
-        """Respaced sampling timesteps; see :func:`~scalemix.degradation.respaced_timesteps`."""
-        return respaced_timesteps(self, num_inference_steps)
+    def timesteps(
+        self, num_inference_steps: int | None = None, spacing: Spacing = "trailing"
+    ) -> Tensor:
+        """Respaced sampling timesteps; see :func:`~scalemix.degradation.respaced_timesteps`.
+
+        ``spacing="trailing"`` is scalemix's default, ``"even"`` the reference code's.
+        """
+        return respaced_timesteps(self, num_inference_steps, spacing)
 
     # ------------------------------------------------------------------ operators
     def _batch_resolution(self, t: Tensor | int, batch: int, offset: int = 0) -> int:
@@ -147,7 +184,7 @@ class ScaleSpaceDegradation:
         return self.resolution(shared_timestep(t, batch, self.num_train_timesteps) + offset)
 
     def degrade(self, x0: Tensor, t: Tensor | int) -> Tensor:
-        r""":math:`D_{0:t}(x_0)`: ``x0`` halved down to :math:`r(t)` by repeated 2x downsamples.
+        r""":math:`D_{0:t}(x_0)`: ``x0`` resized down the pyramid, level by level, to :math:`r(t)`.
 
         Args:
             x0: clean images, shape ``(b, c, image_size, image_size)``.
@@ -159,10 +196,10 @@ class ScaleSpaceDegradation:
         check_state("x0", x0, (self.image_size, self.image_size))
         return self._down_to(x0, self._batch_resolution(t, x0.shape[0]))
 
-    @staticmethod
-    def _down_to(x: Tensor, r: int) -> Tensor:
-        while x.shape[-1] > r:
-            x = downsample(x)
+    def _down_to(self, x: Tensor, r: int) -> Tensor:
+        for size in self.pyramid.sizes:  # descending: one resize per level
+            if r <= size < x.shape[-1]:
+                x = resize(x, size)
         return x
 
     def add_noise(self, x0: Tensor, noise: Tensor, t: Tensor | int) -> Tensor:
@@ -204,13 +241,13 @@ class ScaleSpaceDegradation:
         return self.resolution(t_ - 1), self._res[t_]
 
     def apply(self, x: Tensor, t: int) -> Tensor:
-        """:math:`D_t x`: the 2x downsample if ``t`` is a change step, else the identity.
+        """:math:`D_t x`: the resize to ``r(t)`` if ``t`` is a change step, else the identity.
 
         ``x`` has shape ``(b, c, r(t-1), r(t-1))``; returns ``(b, c, r(t), r(t))``.
         """
         r_in, r_out = self._step_sizes(t)
         check_state("x", x, (r_in, r_in))
-        return downsample(x) if r_out != r_in else x
+        return resize(x, r_out) if r_out != r_in else x
 
     def apply_adjoint(self, y: Tensor, t: int) -> Tensor:
         r""":math:`D_t^\top y` (:math:`Y \mapsto D^\top Y D` at a change step, else identity).
@@ -219,20 +256,23 @@ class ScaleSpaceDegradation:
         """
         r_in, r_out = self._step_sizes(t)
         check_state("y", y, (r_out, r_out))
-        return downsample_adjoint(y) if r_out != r_in else y
+        return resize_adjoint(y, r_in) if r_out != r_in else y
 
     # ------------------------------------------------------------------ reverse step
     def covariance_root(self, xi: Tensor, t: int, prev_t: int) -> Tensor:
         r"""Closed-form :math:`\Sigma^{1/2}\xi` of the step ``t -> prev_t`` (module docstring).
 
         Same resolution: :math:`\sigma_s\sqrt{1 - \rho c^2}\,\xi` (the DDPM posterior
-        standard deviation). One halving: two ``(n x n)`` matmuls per side with the
-        cached eigendecomposition of :math:`D^\top D`, batched over ``(b, c)``.
+        standard deviation). One resolution change (any pair of sizes, e.g. 40 -> 64):
+        two ``(n x n)`` matmuls per side with the cached eigendecomposition of
+        :math:`D^\top D` (:func:`~scalemix.degradation.resize_spectrum`), batched over
+        ``(b, c)``.
 
         Args:
             xi: shape ``(b, c, r(s), r(s))``.
             t: timestep in ``[0, T)``.
-            prev_t: ``s`` in ``[-1, t)`` with ``r(s)`` equal to ``r(t)`` or ``2 r(t)``.
+            prev_t: ``s`` in ``[-1, t)`` with ``r(s)`` equal to ``r(t)`` or the next
+                pyramid size above it.
 
         Raises:
             ValueError: more than one resolution change between ``s`` and ``t``, or a
@@ -244,13 +284,13 @@ class ScaleSpaceDegradation:
         kappa = co.rho * co.c**2
         if r_s == r_t:
             return (co.sigma_s * math.sqrt(max(1.0 - kappa, 0.0))) * xi
-        if r_s != 2 * r_t:
+        if self.resolutions.index(r_s) != self.resolutions.index(r_t) + 1:
             raise ValueError(
-                f"the closed form covers one 2x resolution change per step; t={t} "
+                f"the closed form covers one resolution change per step; t={t} "
                 f"(r={r_t}) -> prev_t={prev_t} (r={r_s}) spans more: use "
                 "degradation.timesteps() for respacing or method='lanczos'"
             )
-        spec = downsample_spectrum(r_s, dtype=torch.float64)
+        spec = resize_spectrum(r_s, r_t, dtype=torch.float64)
         lam_max = float(spec.eigenvalues.max())
         if kappa * lam_max**2 >= 1.0:
             raise ValueError(
@@ -294,6 +334,35 @@ class ScaleSpaceDegradation:
 
     def __repr__(self) -> str:
         return (
-            f"ScaleSpaceDegradation(image_size={self.image_size}, num_levels={self.num_levels}, "
+            f"ScaleSpaceDegradation(resolutions={self.pyramid.sizes}, "
             f"num_train_timesteps={self.num_train_timesteps}, change_steps={self.change_steps})"
         )
+
+
+def _make_pyramid(
+    image_size: int | None,
+    num_levels: int | None,
+    factor: float,
+    resolutions: Sequence[int] | None,
+    unet_levels: int | None,
+) -> Pyramid:
+    """The pyramid of :class:`ScaleSpaceDegradation` from its constructor arguments."""
+    if resolutions is None:
+        if image_size is None or num_levels is None:
+            raise ValueError("give image_size and num_levels, or resolutions")
+        return pyramid_sizes(image_size, num_levels, factor, unet_levels)
+    sizes = tuple(resolutions)
+    if not sizes or any(isinstance(r, bool) or not isinstance(r, int) or r < 1 for r in sizes):
+        raise ValueError(f"resolutions must be a non-empty sequence of positive ints, got {sizes}")
+    if any(a <= b for a, b in itertools.pairwise(sizes)):
+        raise ValueError(f"resolutions must be strictly decreasing, got {sizes}")
+    for name, value, expected in (
+        ("image_size", image_size, sizes[0]),
+        ("num_levels", num_levels, len(sizes)),
+    ):
+        if value is not None and value != expected:
+            raise ValueError(
+                f"{name}={value} disagrees with resolutions={sizes} (expected {expected} or None)"
+            )
+    L = len(sizes) if unet_levels is None else unet_levels
+    return Pyramid(sizes, tuple(_band(r, sizes[0], L) for r in sizes))
