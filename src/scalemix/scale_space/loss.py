@@ -127,7 +127,9 @@ def scale_space_loss_terms(
         upsample_top_level: train for the reference implementation's variant of
             :func:`~scalemix.scale_space.scale_space_sample` (same flag): at the change
             into full resolution, the model sees :math:`x_t` bilinearly upsampled to
-            full size and makes a resolution-preserving prediction.
+            full size and makes a resolution-preserving prediction. scalemix's default is
+            ``False``; the reference code always does it (``True``), in training and
+            sampling alike.
 
     Returns:
         :class:`ScaleSpaceLossTerms`.

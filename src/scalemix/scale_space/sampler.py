@@ -2,30 +2,44 @@ r"""Ancestral sampling for Scale Space Diffusion and any linear degradation.
 
 Starting from :math:`x_{t_0} \sim \mathcal N(0, I)` at the smallest resolution, each
 step asks the model for :math:`\hat x_0` at the resolution of the next kept timestep
-``s`` (twice the current one at a resolution change) and draws
+``s`` (the next pyramid size at a resolution change) and draws
 :math:`x_s \sim q(x_s \mid x_t, \hat x_0)` with
-:func:`scalemix.degradation.reverse_step`; the last step returns the posterior mean at
-``s = -1``, i.e. :math:`\hat x_0` at full resolution (Mukhopadhyay et al., 2026,
-Algorithm 2). With one pyramid level this is exactly DDPM ancestral sampling with an
-:math:`x_0`-parameterised model (Ho et al., 2020, Algorithm 2).
+:func:`scalemix.degradation.reverse_step`. By default (``final_step="x0_prediction"``)
+the last step returns the posterior mean at ``s = -1``, i.e. the (clipped)
+:math:`\hat x_0` at full resolution (Mukhopadhyay et al., 2026, Algorithm 2); with
+``final_step="reference"`` it returns the state at the last kept timestep itself, as the
+reference code does. With one pyramid level this is exactly DDPM ancestral sampling
+with an :math:`x_0`-parameterised model (Ho et al., 2020, Algorithm 2).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .._utils import check_finite, progress_bar, randn
+from .._utils import check_choice, check_finite, progress_bar, randn
 from ..degradation.posterior import ReverseMethod, reverse_step
 from ..degradation.protocol import LinearDegradation
-from ..degradation.respacing import respaced_timesteps
+from ..degradation.respacing import Spacing, respaced_timesteps
 from ..sampling import SamplingState
 from .denoiser import ScaleSpaceDenoiser
 
-__all__ = ["scale_space_sample"]
+__all__ = ["FinalStep", "scale_space_sample"]
+
+FinalStep = Literal["x0_prediction", "reference"]
+
+
+def _model_channels(model: object) -> int | None:
+    """``model.in_channels`` (or that of a wrapped ``model.module``) when it is an int."""
+    for m in (model, getattr(model, "module", None)):
+        c = getattr(m, "in_channels", None)
+        if isinstance(c, int) and not isinstance(c, bool):
+            return c
+    return None
 
 
 def _out_size(shape: tuple[int, ...]) -> int:
@@ -40,7 +54,7 @@ def scale_space_sample(
     degradation: LinearDegradation,
     batch_size: int,
     *,
-    channels: int = 3,
+    channels: int | None = None,
     steps: int | None = None,
     method: ReverseMethod = "exact",
     clip_sample: float | None = 1.0,
@@ -51,6 +65,8 @@ def scale_space_sample(
     dtype: torch.dtype = torch.float32,
     x_T: Tensor | None = None,
     upsample_top_level: bool = False,
+    final_step: FinalStep = "x0_prediction",
+    spacing: Spacing = "trailing",
 ) -> Tensor:
     r"""Draw samples by ancestral sampling through the resolution pyramid.
 
@@ -61,14 +77,24 @@ def scale_space_sample(
     from ``generator`` in a fixed order: :math:`x_{t_0}` first, then one
     :math:`\xi` per step except the last.
 
+    The reference code's conventions are options (see the page "Differences from the
+    reference implementation"): ``final_step="reference"``, ``upsample_top_level=True``
+    and ``spacing="even"`` together reproduce its sampler.
+
     Args:
         model: a :class:`ScaleSpaceDenoiser`.
         degradation: the forward process the model was trained on, e.g. a
             :class:`~scalemix.degradation.ScaleSpaceDegradation`.
         batch_size: number of samples ``b``.
-        channels: image channels ``c``.
+        channels: image channels ``c``; default: ``x_T``'s, else the model's
+            ``in_channels`` (also through a wrapper's ``.module``, e.g.
+            :class:`~torch.optim.swa_utils.AveragedModel`), else 3.
         steps: number of base inference steps (``None``: every timestep); change steps
             are added to it.
+        spacing: the base grid of a respaced run: ``"trailing"`` (scalemix's default)
+            or ``"even"`` (the reference's: guided-diffusion's ``space_timesteps``,
+            ``round(j (T-1)/(k-1))``, which keeps ``T - 1`` and 0), plus every change
+            step either way; see :func:`~scalemix.degradation.respaced_timesteps`.
         method: covariance root of the reverse step: ``"exact"`` (closed form),
             ``"lanczos"`` (generic) or ``"isotropic"`` (shortcut, for comparison).
         clip_sample: clamp :math:`\hat x_0` to ``[-clip_sample, clip_sample]``
@@ -85,20 +111,41 @@ def scale_space_sample(
             full resolution, upsample :math:`x_t` bilinearly to full size and ask the
             model for a resolution-preserving prediction, ``model(up(x_t), t,
             out_size=image_size)``. The posterior still uses the original :math:`x_t`.
+            scalemix's default is ``False``; the reference always does it (``True``).
+            Train with the same flag (:func:`~scalemix.scale_space.scale_space_loss`).
+        final_step: ``"x0_prediction"`` (scalemix's default): the last step goes to
+            ``s = -1`` and returns the clipped :math:`\hat x_0`. ``"reference"``: the
+            reference's step from ``t`` to ``max(t - 1, 0)``, so the last kept step
+            (``t = 0`` with ``spacing="even"``) goes from ``t`` to ``t`` and returns
+            :math:`x_t` itself, with its remaining noise (std
+            :math:`\sqrt{1-\bar\alpha_0} \approx 0.01`); the model is still called on
+            that step, as in the reference, and its prediction only reaches ``callback``.
 
     Returns:
         Samples of shape ``(b, c, *spatial_shape(-1))``.
 
     Raises:
-        ValueError: bad sizes, a model output of the wrong shape, or non-finite values.
+        ValueError: bad sizes, a model output of the wrong shape, non-finite values, an
+            unknown ``final_step`` or ``spacing``, or ``final_step="reference"`` with a
+            last kept timestep below full resolution.
     """
+    check_choice("final_step", final_step, get_args(FinalStep))
+    if channels is None:
+        inferred = _model_channels(model)
+        channels = int(x_T.shape[1]) if x_T is not None and x_T.ndim > 1 else inferred or 3
     for name, value in (("batch_size", batch_size), ("channels", channels)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive int, got {value!r}")
     if device is None:
         device = generator.device if generator is not None else torch.device("cpu")
-    ts = [int(v) for v in respaced_timesteps(degradation, steps).tolist()]
+    ts = [int(v) for v in respaced_timesteps(degradation, steps, spacing).tolist()]
     full_shape = degradation.spatial_shape(-1)
+    if final_step == "reference" and degradation.spatial_shape(ts[-1]) != full_shape:
+        raise ValueError(
+            f"final_step='reference' returns the state at the last kept timestep {ts[-1]}, "
+            f"whose shape {degradation.spatial_shape(ts[-1])} is not full size {full_shape}; "
+            "use spacing='even' (it keeps t=0) or more steps"
+        )
     start_shape = (batch_size, channels, *degradation.spatial_shape(ts[0]))
     if x_T is None:
         x = randn(start_shape, generator=generator, device=device, dtype=dtype)
@@ -106,7 +153,8 @@ def scale_space_sample(
         if tuple(x_T.shape) != start_shape:
             raise ValueError(f"x_T must have shape {start_shape}, got {tuple(x_T.shape)}")
         x = check_finite("x_T", x_T).to(device=device, dtype=dtype)
-    targets = [*ts[1:], -1]
+    # final_step="reference": the last step goes from t to t (s = max(t - 1, 0) at t = 0)
+    targets = [*ts[1:], -1 if final_step == "x0_prediction" else ts[-1]]
     for i in progress_bar(range(len(ts)), enabled=progress, total=len(ts), desc="sampling"):
         t, s = ts[i], targets[i]
         s_shape = degradation.spatial_shape(s)
@@ -119,6 +167,13 @@ def scale_space_sample(
         if not isinstance(x0_pred, Tensor) or tuple(x0_pred.shape) != expected:
             got = tuple(x0_pred.shape) if isinstance(x0_pred, Tensor) else type(x0_pred)
             raise ValueError(f"the model returned {got} at t={t}; expected shape {expected}")
+        if s == t:  # the reference's last step: mean x_t, covariance 0
+            pred = x0_pred.to(dtype=x.dtype)
+            if clip_sample is not None:
+                pred = pred.clamp(-clip_sample, clip_sample)
+            if callback is not None:
+                callback(SamplingState(i, t, x, pred, x))
+            break
         out = reverse_step(
             degradation,
             x0_pred.to(dtype=x.dtype),
