@@ -199,8 +199,8 @@ def test_dropout_and_additive_conditioning_variant() -> None:
 @pytest.mark.parametrize(
     ("overrides", "match"),
     [
-        ({"image_size": 48}, "power of two"),
-        ({"image_size": 0}, "power of two"),
+        ({"image_size": 36}, "multiple of 8"),
+        ({"image_size": 0}, "positive"),
         ({"image_size": 4}, "at most 3 levels"),
         ({"channel_mult": ()}, "channel_mult"),
         ({"channel_mult": (1, 0, 2, 2)}, "channel_mult"),
@@ -223,7 +223,9 @@ def test_bad_config_raises(overrides: dict[str, Any], match: str) -> None:
 def test_bad_forward_inputs_raise(model: FlexiUNet) -> None:
     x, t = _inputs(2, 16)
     with pytest.raises(ValueError, match=r"accepted resolutions are \[32, 16, 8, 4\]"):
-        model(torch.randn(2, 3, 12, 12), t)
+        model(torch.randn(2, 3, 13, 13), t)  # level 2 (16 >= 13 > 8) needs a multiple of 2
+    with pytest.raises(ValueError, match=r"accepted resolutions are \[32, 16, 8, 4\]"):
+        model(torch.randn(2, 3, 20, 20), t)  # level 0 (32 >= 20 > 16) needs a multiple of 8
     with pytest.raises(ValueError, match="shape"):
         model(torch.randn(2, 3, 16, 8), t)
     with pytest.raises(ValueError, match="shape"):

@@ -4,20 +4,24 @@ Scale Space Diffusion (Mukhopadhyay, Udhayanan & Shrivastava, CVPR 2026,
 arXiv 2603.08709, section "Flexi-UNet") lowers the resolution of ``x_t`` as
 noise grows, so most reverse steps run on small images. The Flexi-UNet lets a
 single network serve all of them while the compute of a call scales with the
-resolution it sees: the UNet's levels coincide with the pyramid, a call at
-resolution ``r`` enters the encoder at the level whose native resolution is
-``r``, and leaves the decoder either at that level (resolution-preserving step)
-or one level up (resolution-increasing step, output ``2r``).
+resolution it sees: a call at resolution ``r`` enters the encoder at the level
+whose native resolution is ``r`` (or, for pyramids that do not halve, the level
+the reference code's band rule maps ``r`` to, see
+:func:`scalemix.degradation.unet_level`), and leaves the decoder either at that
+level (resolution-preserving step) or at the level of the next pyramid size
+(resolution-increasing step, output ``2r`` for a halving pyramid).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import cast
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
+from scalemix.degradation.pyramid import unet_level
 from scalemix.nn.unet_blocks import (
     AttentionBlock,
     Downsample,
@@ -40,22 +44,29 @@ def _adapter(in_channels: int, out_channels: int) -> nn.Module:
 
 
 class FlexiUNet(nn.Module):
-    """UNet whose levels match a resolution pyramid; runs only the levels a call needs.
+    r"""UNet whose levels match a resolution pyramid; runs only the levels a call needs.
 
     Level ``i`` (``0 <= i < L``, ``L = len(channel_mult)``) has native resolution
     ``R_i = image_size / 2^i`` and width ``w_i = base_channels * channel_mult[i]``;
     every feature map at level ``i`` has ``w_i`` channels (the downsample from
-    level ``i`` and the upsample into it change the width). For an input at
-    resolution ``r = R_k``:
+    level ``i`` and the upsample into it change the width). An input at resolution
+    ``r`` enters at level ``k``: the level with :math:`R_k \ge r > R_{k+1}` (so
+    ``r = R_k`` for a halving pyramid; 64/40/28/20 run at 64/64/32/32), or
+    ``entry_levels[r]`` when given; ``r`` must be a multiple of :math:`2^{L-1-k}`.
+    Then:
 
     1. a shared 3x3 input convolution (``in_channels -> base_channels``, any
        resolution) and the 1x1 input adapter of level ``k`` (``-> w_k``);
-    2. the encoder from level ``k`` down (levels ``< k`` are skipped), then the
-       middle block (residual, attention, residual) at level ``L - 1``;
-    3. the decoder back up to the exit level ``e``: ``e = k`` when
-       ``out_size = r`` (it stops before level ``k``'s upsample) and ``e = k - 1``
-       when ``out_size = 2r`` (it runs through that upsample and level ``k - 1``,
-       whose skip connections are zeros since that encoder level was skipped);
+    2. the encoder from level ``k`` down (levels ``< k`` are skipped; each
+       downsample halves exactly), then the middle block (residual, attention,
+       residual) at level ``L - 1``;
+    3. the decoder back up to the exit level ``e`` of ``out_size`` (same rule):
+       ``e = k`` when ``out_size = r``; for ``out_size = o > r`` it runs on through
+       the levels above ``k`` (whose skip connections are zeros since those encoder
+       levels were skipped) and the upsample into level ``i < k`` produces
+       :math:`o / 2^{i-e}` pixels (nearest x2 when that doubles, bilinear otherwise,
+       e.g. 28 -> 40); when ``e = k`` (e.g. 20 -> 28, both at level 1) no upsample
+       lies on the path and the decoder's output is resized bilinearly to ``o``;
     4. the 1x1 output adapter of level ``e`` (``w_e -> base_channels``) and a
        shared head ``GN -> SiLU -> conv3x3`` whose convolution is zero-initialised.
 
@@ -76,16 +87,20 @@ class FlexiUNet(nn.Module):
         channel_mult: width multiplier of each level, finest first.
         num_res_blocks: residual blocks per encoder level (the decoder has one more).
         attention_resolutions: resolutions (in pixels) whose levels use attention.
-        image_size: full resolution ``R_0``; a power of two.
+        image_size: full resolution ``R_0``; a multiple of :math:`2^{L-1}`.
         dropout: dropout probability inside residual blocks.
         num_heads: attention heads (ignored when ``num_head_channels`` is given).
         num_head_channels: channels per attention head, if given.
         out_channels: output channels (default ``in_channels``).
         scale_shift: condition residual blocks by scale and shift (else additive).
+        entry_levels: optional ``{size: level}`` overriding the band rule for some
+            sizes (e.g. :attr:`ScaleSpaceDegradation.pyramid
+            <scalemix.degradation.ScaleSpaceDegradation>` when the reference's rounding
+            moved a size across a band boundary).
 
     Raises:
-        ValueError: for a non-power-of-two ``image_size``, more levels than
-            ``log2(image_size) + 1``, an attention resolution that is no level's
+        ValueError: for an ``image_size`` that is no multiple of :math:`2^{L-1}`
+            (too many levels), an attention resolution that is no level's
             native resolution, widths not divisible into heads, non-positive sizes,
             or a ``base_channels`` that is odd or below 4 (the width of the
             sinusoidal timestep features).
@@ -104,6 +119,7 @@ class FlexiUNet(nn.Module):
         num_head_channels: int | None = None,
         out_channels: int | None = None,
         scale_shift: bool = True,
+        entry_levels: Mapping[int, int] | None = None,
     ) -> None:
         super().__init__()
         mults = tuple(int(m) for m in channel_mult)
@@ -116,6 +132,14 @@ class FlexiUNet(nn.Module):
         self.image_size = image_size
         self.resolutions: tuple[int, ...] = tuple(image_size >> i for i in range(levels))
         self.widths: tuple[int, ...] = tuple(base_channels * m for m in mults)
+        self.entry_levels: dict[int, int] = dict(entry_levels or {})
+        for size, lvl in self.entry_levels.items():
+            d = 2 ** (levels - 1 - lvl) if 0 <= lvl < levels else 0
+            if not 1 <= size <= image_size or d == 0 or size % d != 0:
+                raise ValueError(
+                    f"entry_levels maps {size} to level {lvl}; a level must lie in "
+                    f"[0, {levels}) and a size in [1, {image_size}] divisible by 2**(L-1-level)"
+                )
         attn = set(attention_resolutions)
         if not attn <= set(self.resolutions):
             raise ValueError(
@@ -173,30 +197,51 @@ class FlexiUNet(nn.Module):
         return len(self.resolutions)
 
     def level(self, resolution: int) -> int:
-        """Index ``i`` of the level whose native resolution ``image_size / 2^i`` is ``resolution``.
+        r"""Index ``i`` of the level a ``resolution x resolution`` input runs at.
+
+        ``entry_levels[resolution]`` if given, else the band rule
+        :math:`R_i \ge r > R_{i+1}` (:func:`scalemix.degradation.unet_level`); for a
+        native resolution ``image_size / 2^i`` this is ``i``.
 
         Raises:
-            ValueError: if ``resolution`` is not a native resolution.
+            ValueError: if ``resolution`` exceeds ``image_size`` or is no multiple of
+                :math:`2^{L-1-i}`.
         """
-        if resolution not in self.resolutions:
-            raise ValueError(
-                f"resolution {resolution} is not a level of this FlexiUNet; accepted "
-                f"resolutions are {list(self.resolutions)}"
+        if resolution in self.entry_levels:
+            return self.entry_levels[resolution]
+        try:
+            if not 1 <= resolution <= self.image_size:
+                raise ValueError(f"resolution {resolution} is outside [1, {self.image_size}]")
+            return unet_level(resolution, self.image_size, self.num_levels)
+        except ValueError as err:
+            rules = ", ".join(
+                f"multiples of {2 ** (self.num_levels - 1 - i)} in "
+                f"({self.resolutions[i + 1] if i + 1 < self.num_levels else 0}, {r}]"
+                for i, r in enumerate(self.resolutions)
             )
-        return self.resolutions.index(resolution)
+            raise ValueError(
+                f"resolution {resolution} cannot run on this FlexiUNet ({err}); accepted "
+                f"resolutions are {list(self.resolutions)} and, in general, {rules}"
+            ) from None
 
     def _route(self, resolution: int, out_size: int | None) -> tuple[int, int]:
         """Entry and exit levels of a call mapping ``resolution`` to ``out_size``."""
         k = self.level(resolution)
         if out_size is None or out_size == resolution:
             return k, k
-        if out_size == 2 * resolution and k > 0:
-            return k, k - 1
-        accepted = [resolution] if k == 0 else [resolution, 2 * resolution]
+        if resolution < out_size <= self.image_size:
+            try:
+                e = self.level(out_size)
+            except ValueError:
+                e = -1
+            if 0 <= e <= k:
+                return k, e
         raise ValueError(
             f"out_size {out_size} is not allowed for a {resolution}x{resolution} input; "
-            f"accepted values are None or {accepted} (preserve or double the resolution, "
-            f"up to image_size={self.image_size})"
+            f"accepted values are None, {resolution}, or a larger size up to "
+            f"image_size={self.image_size} that this FlexiUNet accepts as input (e.g. "
+            f"{min(2 * resolution, self.image_size)}): preserve, or increase to the next "
+            "pyramid size"
         )
 
     def unused_parameters(self, resolution: int, out_size: int | None = None) -> list[str]:
@@ -205,8 +250,8 @@ class FlexiUNet(nn.Module):
         These get no gradient from such a call (``param.grad`` stays ``None``).
 
         Args:
-            resolution: input resolution ``r`` (a native resolution).
-            out_size: ``None``, ``r`` or ``2r`` as in :meth:`forward`.
+            resolution: input resolution ``r``.
+            out_size: ``None``, ``r`` or a larger size as in :meth:`forward`.
 
         Returns:
             Parameter names as in ``named_parameters()``, in that order.
@@ -231,14 +276,17 @@ class FlexiUNet(nn.Module):
         return [name for name, _ in self.named_parameters() if not name.startswith(tuple(used))]
 
     def forward(self, x: Tensor, t: Tensor, out_size: int | None = None) -> Tensor:
-        """Denoise ``x`` at its own resolution, or at twice that resolution.
+        """Denoise ``x`` at its own resolution, or at the next (larger) pyramid resolution.
 
         Args:
             x: noisy images of shape ``(b, in_channels, r, r)`` with ``r`` one of
-                :attr:`resolutions`.
+                :attr:`resolutions`, or any size :meth:`level` accepts (e.g. 40 or 28
+                on a 64-px, 4-level UNet).
             t: timesteps of shape ``(b,)`` (integer or real).
-            out_size: ``None`` or ``r`` (resolution-preserving step) or ``2r``
-                (resolution-increasing step; only for ``r < image_size``).
+            out_size: ``None`` or ``r`` (resolution-preserving step) or a larger size
+                ``o <= image_size`` that :meth:`level` accepts, at a level no deeper
+                than ``r``'s (resolution-increasing step: ``2r`` for a halving
+                pyramid, the next pyramid size in general).
 
         Returns:
             Tensor of shape ``(b, out_channels, out_size, out_size)`` (the
@@ -264,6 +312,7 @@ class FlexiUNet(nn.Module):
                 f"t must have shape ({x.shape[0]},) to match the batch, got {tuple(t.shape)}"
             )
         k, e = self._route(x.shape[-1], out_size)
+        o = x.shape[-1] if out_size is None else out_size
         emb = self.time_embed(t)
         h = self.in_adapters[k](self.input_conv(x))
         skips = [h]
@@ -281,7 +330,11 @@ class FlexiUNet(nn.Module):
                 skip = skips.pop() if i >= k else torch.zeros_like(h)
                 h = block(torch.cat([h, skip], dim=1), emb)
             if i > e:
-                h = self.upsamples[i - 1](h)
+                # into level i - 1: the skip's size at or below k, o / 2^(i-1-e) above it
+                size = skips[-1].shape[-1] if i - 1 >= k else o >> (i - 1 - e)
+                h = self.upsamples[i - 1](h, size)
+        if h.shape[-1] != o:  # e == k and o > r: no upsample on the path (e.g. 20 -> 28)
+            h = F.interpolate(h, size=(o, o), mode="bilinear", align_corners=False)
         out: Tensor = self.head(self.out_adapters[e](h))
         return out
 
@@ -303,13 +356,14 @@ def _validate_config(
         raise ValueError(f"channel_mult must be a non-empty sequence of positive ints, got {mults}")
     if num_res_blocks < 1:
         raise ValueError(f"num_res_blocks must be at least 1, got {num_res_blocks}")
-    if image_size < 1 or image_size & (image_size - 1):
-        raise ValueError(f"image_size must be a positive power of two, got {image_size}")
-    if image_size >> (len(mults) - 1) < 1:
-        max_levels = image_size.bit_length()
+    if image_size < 1:
+        raise ValueError(f"image_size must be a positive int, got {image_size}")
+    if image_size % 2 ** (len(mults) - 1) != 0:
+        max_levels = (image_size & -image_size).bit_length()  # 1 + the power of 2 in it
         raise ValueError(
-            f"{len(mults)} levels need image_size >= {2 ** (len(mults) - 1)}; a {image_size}px "
-            f"image allows at most {max_levels} levels (len(channel_mult) <= {max_levels})"
+            f"{len(mults)} levels need image_size to be a multiple of {2 ** (len(mults) - 1)}; "
+            f"a {image_size}px image allows at most {max_levels} levels "
+            f"(len(channel_mult) <= {max_levels})"
         )
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"dropout must lie in [0, 1), got {dropout}")

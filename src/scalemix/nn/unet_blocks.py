@@ -244,9 +244,12 @@ class Downsample(nn.Module):
 
 
 class Upsample(nn.Module):
-    """Double the resolution: nearest-neighbour x2, then a 3x3 convolution.
+    """Double the resolution (or resize to a given size), then a 3x3 convolution.
 
-    ``(b, in, r, r) -> (b, out, 2r, 2r)``.
+    ``(b, in, r, r) -> (b, out, 2r, 2r)`` by nearest-neighbour x2; with ``size`` given,
+    ``(b, in, r, r) -> (b, out, size, size)``, nearest x2 when ``size = 2r`` and
+    bilinear interpolation (``align_corners=False``) for any other size (used by
+    :class:`~scalemix.nn.FlexiUNet` for pyramids that do not halve).
 
     Args:
         in_channels: input channels.
@@ -257,7 +260,11 @@ class Upsample(nn.Module):
         super().__init__()
         self.conv = nn.Conv2d(in_channels, out_channels, 3, padding=1)
 
-    def forward(self, x: Tensor) -> Tensor:
-        """Upsample ``x`` of shape ``(b, in, r, r)`` to ``(b, out, 2r, 2r)``."""
-        out: Tensor = self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+    def forward(self, x: Tensor, size: int | None = None) -> Tensor:
+        """Upsample ``x`` of shape ``(b, in, r, r)`` to ``(b, out, 2r, 2r)`` or ``size``."""
+        if size is None or size == 2 * x.shape[-1]:
+            x = F.interpolate(x, scale_factor=2.0, mode="nearest")
+        else:
+            x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+        out: Tensor = self.conv(x)
         return out
