@@ -111,6 +111,9 @@ def conditional(
 SSD8 = ScaleSpaceDegradation(8, 2)  # 8 px for t < 750, 4 px after
 SSD8_3 = ScaleSpaceDegradation(8, 3)  # changes at 555 (8 -> 4) and 889 (4 -> 2)
 BLUR = BlurDegradation()
+# pyramids that do not halve: 7 -> 5 (change at 750), 12 -> 8 -> 5 (at 555 and 889)
+SSD7_5 = ScaleSpaceDegradation(resolutions=(7, 5))
+SSD12 = ScaleSpaceDegradation(resolutions=(12, 8, 5))
 
 
 @pytest.mark.parametrize(
@@ -122,6 +125,13 @@ BLUR = BlurDegradation()
         (SSD8, 999, 950, "exact"),  # same (low) resolution, respaced
         (SSD8, 750, 749, "lanczos"),
         (SSD8_3, 889, 554, "lanczos"),  # two changes in one step: generic path only
+        (SSD7_5, 750, 749, "exact"),
+        (SSD7_5, 780, 700, "exact"),
+        (SSD7_5, 750, 749, "lanczos"),
+        (SSD12, 555, 554, "exact"),  # 8 -> 12
+        (SSD12, 889, 888, "exact"),  # 5 -> 8
+        (SSD12, 900, 600, "exact"),  # respaced across 5 -> 8
+        (SSD12, 889, 554, "lanczos"),  # 5 -> 8 -> 12 in one step
         (BLUR, 20, 12, "lanczos"),
         (BLUR, 5, 4, "lanczos"),
     ],
@@ -130,7 +140,7 @@ def test_posterior_matches_dense_gaussian_conditioning(
     deg: LinearDegradation, t: int, s: int, method: str
 ) -> None:
     gen = torch.Generator().manual_seed(t)
-    n = 8
+    n = deg.spatial_shape(-1)[0]
     x0 = torch.rand(1, 1, n, n, generator=gen, dtype=F64) * 2 - 1
     mu_s, mu_t, c_ss, _, c_tt = joint_moments(deg, x0, s, t)
     # the per-step process has marginals sigma^2 I (the claim x_t = M_{1:t} x0 + sigma_t eps)
@@ -154,7 +164,18 @@ def test_posterior_matches_dense_gaussian_conditioning(
     assert torch.allclose(root @ root.T, cov_ref, atol=1e-10)
 
 
-@pytest.mark.parametrize("deg", [SSD8, SSD8_3, ScaleSpaceDegradation(16, 4)])
+@pytest.mark.parametrize(
+    "deg",
+    [
+        SSD8,
+        SSD8_3,
+        ScaleSpaceDegradation(16, 4),
+        SSD7_5,
+        SSD12,
+        ScaleSpaceDegradation(resolutions=(16, 12, 8)),
+        ScaleSpaceDegradation(16, 3, factor=1.5, unet_levels=3),
+    ],
+)
 def test_covariance_is_psd_at_every_change(deg: ScaleSpaceDegradation) -> None:
     for t in deg.change_steps:
         co = posterior_coefficients(deg, t)
@@ -200,17 +221,29 @@ def test_closed_form_matches_dense_square_root() -> None:
 
 
 @pytest.mark.parametrize(
-    ("size", "levels", "dtype", "tol"),
-    [(8, 2, F64, 1e-10), (64, 2, F64, 1e-10), (64, 2, torch.float32, 2e-5)],
+    ("sizes", "dtype", "tol"),
+    [
+        ((8, 4), F64, 1e-10),
+        ((64, 32), F64, 1e-10),
+        ((64, 32), torch.float32, 2e-5),
+        ((64, 40), F64, 1e-10),
+        ((40, 24), F64, 1e-10),
+        ((48, 32), F64, 1e-10),
+        ((7, 5), F64, 1e-10),
+        ((40, 24), torch.float32, 2e-5),
+    ],
 )
 def test_closed_form_matches_lanczos(
-    size: int, levels: int, dtype: torch.dtype, tol: float
+    sizes: tuple[int, int], dtype: torch.dtype, tol: float
 ) -> None:
     # The spectrum of I - rho c^2 M^T M lies in [0.745, 1]; Lanczos error for sqrt decays
     # like q^k with q = (sqrt(1/0.745) - 1) / (sqrt(1/0.745) + 1) < 0.08, so after 40
     # steps (q^40 < 1e-43) only rounding error is left: ~1e-15 in float64 and ~1e-6
     # in float32 (relative to |xi|, entries are O(1)).
-    deg = ScaleSpaceDegradation(size, levels)
+    # For the non-halving pairs lambda_max(D^T D) is at most 0.75 (not 0.25), so the
+    # spectrum lies in [1 - 0.75^2, 1] ~ [0.44, 1], q < 0.2 and q^40 < 1e-27: still exact.
+    deg = ScaleSpaceDegradation(resolutions=sizes)
+    size = sizes[0]
     t = deg.change_steps[0]
     xi = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(1), dtype=F64).to(
         dtype

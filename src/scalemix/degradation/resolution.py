@@ -31,7 +31,10 @@ at 364, 500, 636.
 
 The sigmoid-like root find has no sign change for some :math:`\gamma` (e.g. 0.25, 0.5,
 0.75, 0.9, 1.5: :math:`H(1/2)` rounds to slightly above :math:`-1`), where the reference
-code fails; scalemix raises a ``ValueError`` for those rather than invent values.
+code fails; scalemix raises a ``ValueError`` for those rather than invent values. The
+tanh-like warp leaves :math:`[0, 1]` for :math:`\gamma < 1` (the smoothstep is applied
+outside :math:`[0, 1]`), which would give negative indices; scalemix refuses
+:math:`\gamma < 1` for both sigmoid- and tanh-like schedules.
 """
 
 from __future__ import annotations
@@ -141,12 +144,19 @@ def level_schedule(
 
     Raises:
         ValueError: unknown ``schedule``, bad ``gamma`` (including the sigmoid-like
-            gammas whose root find fails), or bad counts.
+            gammas whose root find fails and warps that leave ``[0, 1]``, such as the
+            tanh-like one for ``gamma < 1``), or bad counts.
     """
     _check_int("num_levels", num_levels, 1)
     _check_int("num_timesteps", num_timesteps, 1)
     check_choice("resolution_schedule", schedule, get_args(ResolutionScheduleName))
     g = _check_gamma(gamma)
+    if schedule in ("sigmoid", "tanh") and g < 1:
+        raise ValueError(
+            f"the {schedule!r} resolution schedule needs gamma >= 1, got gamma={gamma}: for "
+            "gamma < 1 its smoothstep is evaluated outside [0, 1], the warp leaves [0, 1] and "
+            "the level index is not monotone (the reference gives negative indices or fails)"
+        )
     n, T = num_levels, num_timesteps
     g0 = _root(-0.5, g) if schedule == "sigmoid" else 1.0
     out: list[int] = []
@@ -165,6 +175,12 @@ def level_schedule(
             idx = min(math.floor(x * n), n - 1)
         else:  # pragma: no cover - guarded by check_choice
             raise ValueError(f"unknown resolution_schedule {schedule!r}")
+        if not 0 <= idx < n or (out and idx > out[-1]):
+            raise ValueError(
+                f"the {schedule!r} resolution schedule with gamma={gamma} is not a "
+                f"non-increasing level index in [0, {n}) (got {idx} at t={t}): its warp leaves "
+                "[0, 1] (the tanh-like warp does for gamma < 1); use gamma >= 1"
+            )
         out.append(idx)
     return tuple(out)
 
