@@ -10,6 +10,9 @@ FLOPs are counted by ``torch.utils.flop_counter.FlopCounterMode`` on the meta
 device (no memory, no compute): convolutions, matrix products and attention,
 two FLOPs per multiply-add; normalisations and pointwise ops are not counted.
 
+The last block reports the bound of the factor-1.5 pyramid 64/40/28/20, whose sizes
+run at UNet levels 64/64/32/32 (so 40 px costs a level-64 pass on fewer pixels).
+
 Usage::
 
     python benchmarks/flops.py
@@ -25,7 +28,7 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from scalemix.degradation import resolution_schedule
+from scalemix.degradation import ResolutionScheduleName, pyramid_sizes, resolution_schedule
 from scalemix.nn.flexi_unet import FlexiUNet
 
 
@@ -52,10 +55,21 @@ def forward_flops(
 
 
 def ssd_resolution_schedule(
-    image_size: int, num_levels: int, num_timesteps: int = 1000, gamma: float = 0.5
+    image_size: int,
+    num_levels: int,
+    num_timesteps: int = 1000,
+    gamma: float = 0.5,
+    factor: float = 2.0,
+    schedule: ResolutionScheduleName = "convex",
 ) -> list[int]:
-    """Per-step resolution r(t), t = 0..T-1, of the convex schedule (the library's)."""
-    table = resolution_schedule(image_size, num_levels, num_timesteps, "convex", gamma)
+    """Per-step resolution r(t), t = 0..T-1, of a schedule on the pyramid of ``factor``.
+
+    The pyramid follows the reference's rounding rule for a UNet with ``num_levels``
+    levels (:func:`scalemix.degradation.pyramid_sizes`).
+    """
+    table = resolution_schedule(
+        image_size, num_levels, num_timesteps, schedule, gamma, factor=factor
+    )
     return [int(r) for r in table.tolist()]
 
 
@@ -117,6 +131,19 @@ def main() -> None:
     print(
         f"\n2-level schedule (64/32), channel_mult=(1, 2, 3, 4): bound {cost2.speedup_bound:.3f}x"
     )
+    sizes = pyramid_sizes(64, 4, 1.5).sizes
+    print(f"\nfactor-1.5 pyramid {sizes} (4-level UNet, levels 64/64/32/32):")
+    schedules: tuple[ResolutionScheduleName, ...] = ("convex", "linear")
+    for sched in schedules:
+        steps15 = ssd_resolution_schedule(64, 4, factor=1.5, schedule=sched)
+        for mult in [(1, 2, 3, 4), (1, 2, 2, 2)]:
+            m = meta_model(image_size=64, channel_mult=mult, **base)
+            c = schedule_flops(m, steps15)
+            print(
+                f"  {sched:>6} schedule, channel_mult={mult}: {c.flops / 1e12:.2f} TFLOPs vs "
+                f"DDPM {c.full_resolution_flops / 1e12:.2f} TFLOPs -> bound "
+                f"{c.speedup_bound:.3f}x"
+            )
 
 
 if __name__ == "__main__":
