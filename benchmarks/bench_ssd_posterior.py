@@ -33,7 +33,9 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 def time_median(fn: benchmark.Timer, min_run_time: float) -> float:
     """Median seconds per call of a ``torch.utils.benchmark.Timer`` (with warm-up)."""
-    fn.timeit(2)  # warm-up: caches, allocator, lazy initialisation
+    # warm-up: caches, allocator, lazy initialisation (a few calls are not enough for the
+    # first timer of a process, which otherwise reads ~2x slow)
+    fn.blocked_autorange(min_run_time=min(0.5, min_run_time))
     return float(fn.blocked_autorange(min_run_time=min_run_time).median)
 
 
