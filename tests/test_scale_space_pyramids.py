@@ -17,6 +17,7 @@ from scalemix.degradation import (
     ScaleSpaceDegradation,
     even_timesteps,
     level_schedule,
+    posterior_coefficients,
     pyramid_sizes,
     resize,
     resize_adjoint,
@@ -125,6 +126,22 @@ def test_resize_spectrum(n: int, m: int) -> None:
     assert float(lam.min()) >= 0.0
     if m < n:  # a downsample has an (n - m)-dimensional null space
         assert int((lam < 1e-12).sum()) == n - m
+
+
+@pytest.mark.parametrize(("n", "m"), [(64, 40), (40, 24), (48, 32), (7, 5)])
+def test_closed_form_root_squares_to_the_covariance(n: int, m: int) -> None:
+    # Sigma xi = sigma_s^2 (xi - kappa M^T M xi) from apply/apply_adjoint alone (no
+    # eigendecomposition); the closed-form root is symmetric, so root(root(xi)) = Sigma xi.
+    deg = ScaleSpaceDegradation(resolutions=(n, m))
+    (t,) = deg.change_steps
+    co = posterior_coefficients(deg, t)
+    kappa = co.rho * co.c**2
+    lam_max = float(resize_spectrum(n, m).eigenvalues.max())
+    assert kappa * lam_max**2 < 1  # PSD: the smallest eigenvalue 1 - kappa lam_max^2 > 0
+    xi = torch.randn(2, 1, n, n, generator=torch.Generator().manual_seed(n), dtype=F64)
+    sigma_xi = co.sigma_s**2 * (xi - kappa * deg.apply_adjoint(deg.apply(xi, t), t))
+    root = deg.covariance_root(deg.covariance_root(xi, t, t - 1), t, t - 1)
+    assert torch.allclose(root, sigma_xi, atol=1e-13)
 
 
 def test_resize_bad_input() -> None:
