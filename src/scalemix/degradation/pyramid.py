@@ -18,7 +18,9 @@ band of :math:`c`, and then :math:`c \leftarrow \mathrm{round}(c / f)` (Python's
 
 from __future__ import annotations
 
+import itertools
 import math
+from collections.abc import Sequence
 from typing import NamedTuple
 
 __all__ = ["Pyramid", "pyramid_sizes", "unet_level"]
@@ -135,3 +137,36 @@ def pyramid_sizes(
         levels.append(i)
         c = round(c / factor)
     return Pyramid(tuple(sizes), tuple(levels))
+
+
+def _make_pyramid(
+    image_size: int | None,
+    num_levels: int | None,
+    factor: float,
+    resolutions: Sequence[int] | None,
+    unet_levels: int | None,
+) -> Pyramid:
+    """The pyramid of ``ScaleSpaceDegradation`` from its constructor arguments.
+
+    Explicit ``resolutions`` get the band rule's UNet levels (without the divisibility
+    check, which only a UNet needs).
+    """
+    if resolutions is None:
+        if image_size is None or num_levels is None:
+            raise ValueError("give image_size and num_levels, or resolutions")
+        return pyramid_sizes(image_size, num_levels, factor, unet_levels)
+    sizes = tuple(resolutions)
+    if not sizes or any(isinstance(r, bool) or not isinstance(r, int) or r < 1 for r in sizes):
+        raise ValueError(f"resolutions must be a non-empty sequence of positive ints, got {sizes}")
+    if any(a <= b for a, b in itertools.pairwise(sizes)):
+        raise ValueError(f"resolutions must be strictly decreasing, got {sizes}")
+    for name, value, expected in (
+        ("image_size", image_size, sizes[0]),
+        ("num_levels", num_levels, len(sizes)),
+    ):
+        if value is not None and value != expected:
+            raise ValueError(
+                f"{name}={value} disagrees with resolutions={sizes} (expected {expected} or None)"
+            )
+    L = len(sizes) if unet_levels is None else unet_levels
+    return Pyramid(sizes, tuple(_band(r, sizes[0], L) for r in sizes))

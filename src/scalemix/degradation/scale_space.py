@@ -19,7 +19,6 @@ root has the closed form
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Sequence
 
@@ -30,7 +29,7 @@ from ..scheduler import StepOutput
 from ..schedules import BetaScheduleName, make_beta_schedule
 from ._checks import check_state, shared_timestep
 from .posterior import ReverseMethod, posterior_coefficients, reverse_step
-from .pyramid import Pyramid, _band, pyramid_sizes
+from .pyramid import Pyramid, _make_pyramid
 from .resize import resize, resize_adjoint, resize_spectrum
 from .resolution import ResolutionScheduleName
 from .resolution import resolution_schedule as _resolution_table
@@ -337,32 +336,3 @@ class ScaleSpaceDegradation:
             f"ScaleSpaceDegradation(resolutions={self.pyramid.sizes}, "
             f"num_train_timesteps={self.num_train_timesteps}, change_steps={self.change_steps})"
         )
-
-
-def _make_pyramid(
-    image_size: int | None,
-    num_levels: int | None,
-    factor: float,
-    resolutions: Sequence[int] | None,
-    unet_levels: int | None,
-) -> Pyramid:
-    """The pyramid of :class:`ScaleSpaceDegradation` from its constructor arguments."""
-    if resolutions is None:
-        if image_size is None or num_levels is None:
-            raise ValueError("give image_size and num_levels, or resolutions")
-        return pyramid_sizes(image_size, num_levels, factor, unet_levels)
-    sizes = tuple(resolutions)
-    if not sizes or any(isinstance(r, bool) or not isinstance(r, int) or r < 1 for r in sizes):
-        raise ValueError(f"resolutions must be a non-empty sequence of positive ints, got {sizes}")
-    if any(a <= b for a, b in itertools.pairwise(sizes)):
-        raise ValueError(f"resolutions must be strictly decreasing, got {sizes}")
-    for name, value, expected in (
-        ("image_size", image_size, sizes[0]),
-        ("num_levels", num_levels, len(sizes)),
-    ):
-        if value is not None and value != expected:
-            raise ValueError(
-                f"{name}={value} disagrees with resolutions={sizes} (expected {expected} or None)"
-            )
-    L = len(sizes) if unet_levels is None else unet_levels
-    return Pyramid(sizes, tuple(_band(r, sizes[0], L) for r in sizes))

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from scalemix.degradation.pyramid import unet_level
+from scalemix.nn._flexi_checks import _validate_config, _validate_entry_levels
 from scalemix.nn.unet_blocks import (
     AttentionBlock,
     Downsample,
@@ -132,14 +133,7 @@ class FlexiUNet(nn.Module):
         self.image_size = image_size
         self.resolutions: tuple[int, ...] = tuple(image_size >> i for i in range(levels))
         self.widths: tuple[int, ...] = tuple(base_channels * m for m in mults)
-        self.entry_levels: dict[int, int] = dict(entry_levels or {})
-        for size, lvl in self.entry_levels.items():
-            d = 2 ** (levels - 1 - lvl) if 0 <= lvl < levels else 0
-            if not 1 <= size <= image_size or d == 0 or size % d != 0:
-                raise ValueError(
-                    f"entry_levels maps {size} to level {lvl}; a level must lie in "
-                    f"[0, {levels}) and a size in [1, {image_size}] divisible by 2**(L-1-level)"
-                )
+        self.entry_levels: dict[int, int] = _validate_entry_levels(entry_levels, levels, image_size)
         attn = set(attention_resolutions)
         if not attn <= set(self.resolutions):
             raise ValueError(
@@ -337,33 +331,3 @@ class FlexiUNet(nn.Module):
             h = F.interpolate(h, size=(o, o), mode="bilinear", align_corners=False)
         out: Tensor = self.head(self.out_adapters[e](h))
         return out
-
-
-def _validate_config(
-    in_channels: int,
-    base_channels: int,
-    mults: tuple[int, ...],
-    num_res_blocks: int,
-    image_size: int,
-    dropout: float,
-) -> None:
-    """Raise a ``ValueError`` naming the first invalid constructor argument."""
-    if in_channels < 1 or base_channels < 1:
-        raise ValueError(
-            f"in_channels and base_channels must be positive, got {in_channels} and {base_channels}"
-        )
-    if not mults or min(mults) < 1:
-        raise ValueError(f"channel_mult must be a non-empty sequence of positive ints, got {mults}")
-    if num_res_blocks < 1:
-        raise ValueError(f"num_res_blocks must be at least 1, got {num_res_blocks}")
-    if image_size < 1:
-        raise ValueError(f"image_size must be a positive int, got {image_size}")
-    if image_size % 2 ** (len(mults) - 1) != 0:
-        max_levels = (image_size & -image_size).bit_length()  # 1 + the power of 2 in it
-        raise ValueError(
-            f"{len(mults)} levels need image_size to be a multiple of {2 ** (len(mults) - 1)}; "
-            f"a {image_size}px image allows at most {max_levels} levels "
-            f"(len(channel_mult) <= {max_levels})"
-        )
-    if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"dropout must lie in [0, 1), got {dropout}")
