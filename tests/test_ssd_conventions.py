@@ -73,6 +73,10 @@ def test_exact_and_lanczos_agree_on_non_halving_sampling() -> None:
         model, DEG, 2, generator=torch.Generator().manual_seed(3), method="lanczos", **kw
     )  # type: ignore[arg-type]
     assert torch.allclose(a, b, atol=1e-9)
+    c = scale_space_sample(
+        model, DEG, 2, generator=torch.Generator().manual_seed(3), method="isotropic", **kw
+    )  # type: ignore[arg-type]
+    assert c.shape == a.shape and not torch.allclose(a, c)  # the shortcut's noise differs
 
 
 def test_oracle_sampling_reproduces_marginals_across_non_halving_changes() -> None:
