@@ -33,9 +33,7 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 def time_median(fn: benchmark.Timer, min_run_time: float) -> float:
     """Median seconds per call of a ``torch.utils.benchmark.Timer`` (with warm-up)."""
-    # warm-up: caches, allocator, lazy initialisation (a few calls are not enough for the
-    # first timer of a process, which otherwise reads ~2x slow)
-    fn.blocked_autorange(min_run_time=min(0.5, min_run_time))
+    fn.blocked_autorange(min_run_time=min(0.5, min_run_time))  # warm-up
     return float(fn.blocked_autorange(min_run_time=min_run_time).median)
 
 
@@ -96,6 +94,12 @@ def main() -> None:
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
+    # A throwaway Lanczos call first: until large buffers have been freed once, glibc
+    # serves every ~1 MB tensor by a fresh mmap (page faults), and the first closed-form
+    # timing of a process read 2-3x slow.
+    warm = ScaleSpaceDegradation(resolutions=(64, 32))
+    xi = torch.randn(args.batch, args.channels, 64, 64).to(args.device, DTYPES[args.dtype])
+    lanczos_covariance_root(warm, xi, warm.change_steps[0], num_iterations=4)
     for pair in args.pairs:
         big, small = (int(v) for v in pair.split(":"))
         bench_pair(args, big, small)
