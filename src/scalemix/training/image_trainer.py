@@ -82,6 +82,7 @@ class ImageTrainState:
             clipping).
         lr: learning rate of this step.
         epoch: the data epoch of the step's last batch.
+        elapsed: training wall time in seconds so far, summed over resumed calls.
         model: the model being trained (unwrapped).
         ema_model: its running average (``ema_model.module`` is the averaged network).
     """
@@ -92,6 +93,7 @@ class ImageTrainState:
     grad_norm: Tensor
     lr: float
     epoch: int
+    elapsed: float
     model: nn.Module
     ema_model: AveragedModel
 
@@ -275,10 +277,10 @@ def train_images(
         if step % config.ema_every == 0:
             ema.update_parameters(model)
         if callback is not None:
+            mean_loss = total / config.accumulation
+            now = elapsed + time.perf_counter() - t0
             callback(
-                ImageTrainState(
-                    step, start, total / config.accumulation, grad_norm, lr, data.epoch, model, ema
-                )
+                ImageTrainState(step, start, mean_loss, grad_norm, lr, data.epoch, now, model, ema)
             )
         if bar is not None:
             bar.update(1)
