@@ -238,3 +238,15 @@ def test_config_must_be_an_image_train_config() -> None:
     with pytest.raises(TypeError, match="ImageTrainConfig"):
         train_images(_Affine(), _mse, DataLoader(TensorDataset(_images(2, 4))), {"steps": 1},  # type: ignore[arg-type]
                      generator=torch.Generator())  # fmt: skip
+
+
+def test_the_docs_page_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    import re
+
+    page = Path(__file__).resolve().parents[1] / "docs" / "training.md"
+    blocks = re.findall(r"```python\n(.*?)```", page.read_text(), re.DOTALL)
+    assert blocks
+    namespace: dict[str, object] = {"__name__": "training_docs"}
+    for code in blocks:
+        exec(compile(code, str(page), "exec"), namespace)
+    assert capsys.readouterr().out.strip() == "4 FlexiUNet"
