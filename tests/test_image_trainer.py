@@ -28,7 +28,7 @@ from scalemix.training import (
 
 pytest.importorskip("safetensors")
 
-HAS_FACTOR = "factor" in inspect.signature(ScaleSpaceDegradation).parameters
+HAS_FACTOR = {"factor", "resolutions"} <= set(inspect.signature(ScaleSpaceDegradation).parameters)
 
 
 class _Crash(Exception):

@@ -33,6 +33,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -242,8 +243,6 @@ def train_images(
         )
     autocast_dtype = _DTYPES.get(config.precision, torch.float32)
     every = config.checkpoint_every
-    from contextlib import nullcontext
-
     bar = None
     if progress and rank == 0:
         from tqdm.auto import tqdm
