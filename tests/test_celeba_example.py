@@ -288,3 +288,41 @@ def test_torchrun_two_processes_on_the_cpu(tmp_path: Path) -> None:
     )
     assert state["step"] == 2
     assert (out / "samples" / "step_00000002.png").is_file()
+
+
+@pytest.mark.slow
+def test_sigkill_mid_run_then_resume_equals_an_uninterrupted_run(tmp_path: Path) -> None:
+    """The example killed (SIGKILL) after its third log line, at or near a checkpoint
+    write, then resumed: the final weights equal an uninterrupted run's bit for bit."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    opts = [*FAST, "--iterations", "10", "--checkpoint-every", "1", "--sample-every", "1000"]
+    train.main([*opts, "--out", str(tmp_path / "ref")])
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(
+        [sys.executable, str(EXAMPLE / "train.py"), *opts, "--out", str(out)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        log = out / "log.jsonl"
+        while not (log.is_file() and len(log.read_text().splitlines()) >= 3):
+            assert proc.poll() is None, proc.stderr.read()[-2000:]  # type: ignore[union-attr]
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    summary = train.main([*FAST, "--out", str(out), "--resume"])
+    assert summary["step"] == 10
+    assert [r["step"] for r in _log(out)] == list(range(1, 11))
+    for name in ("model", "ema"):
+        ref = load_model_weights(tmp_path / "ref" / "checkpoints" / "step_00000010", name)
+        got = load_model_weights(out / "checkpoints" / "step_00000010", name)
+        assert all(torch.equal(ref[k], got[k]) for k in ref), name
