@@ -263,7 +263,9 @@ def results_table(results: dict[str, Any]) -> str:
         fid = f"{r['fid']:.2f}" if "fid" in r else "-"
         rows.append((label, str(r["step"]), fid, str(r.get("fid_samples", "-"))))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
+    lines = [
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows
+    ]
     lines.insert(1, "  ".join("-" * w for w in widths))
     head = f"device {results['device']}, {results['precision']}, {results['steps']} steps"
     lines.insert(0, head)
