@@ -273,21 +273,37 @@ def test_save_image_grid_places_images_row_major(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_torchrun_two_processes_on_the_cpu(tmp_path: Path) -> None:
-    """DistributedDataParallel over gloo; each process draws its own pyramid level."""
+    """DistributedDataParallel over gloo; each process draws its own pyramid level.
+
+    A second launch resumes from step 2 (step 3 deleted) and must rebuild step 3 bit
+    for bit: both processes' random streams and data positions are in the checkpoint.
+    """
+    import shutil
     import subprocess
     import sys
 
+    def torchrun(out: Path, *extra: str) -> None:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+        cmd += ["--nproc_per_node", "2", str(EXAMPLE / "train.py"), *FAST, "--out", str(out)]
+        done = subprocess.run([*cmd, *extra], capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    cmd += [str(EXAMPLE / "train.py"), *FAST, "--out", str(out), "--iterations", "2"]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert [r["step"] for r in _log(out)] == [1, 2]
+    torchrun(out, "--iterations", "3", "--checkpoint-every", "1")
+    assert [r["step"] for r in _log(out)] == [1, 2, 3]
     state = torch.load(
-        out / "checkpoints" / "step_00000002" / "training_state.pt", weights_only=True
+        out / "checkpoints" / "step_00000003" / "training_state.pt", weights_only=True
     )
-    assert state["step"] == 2
-    assert (out / "samples" / "step_00000002.png").is_file()
+    assert state["step"] == 3 and state["world_size"] == 2 and len(state["processes"]) == 2
+    assert (out / "samples" / "step_00000003.png").is_file()
+    again = tmp_path / "again"
+    shutil.copytree(out, again)
+    shutil.rmtree(again / "checkpoints" / "step_00000003")
+    torchrun(again, "--resume")
+    for name in ("model", "ema"):
+        ref = load_model_weights(out / "checkpoints" / "step_00000003", name)
+        got = load_model_weights(again / "checkpoints" / "step_00000003", name)
+        assert all(torch.equal(ref[k], got[k]) for k in ref), name
 
 
 @pytest.mark.slow
