@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import json
 import math
 from pathlib import Path
@@ -57,6 +58,7 @@ def test_smoke_run_writes_checkpoint_grid_and_log(run: Path) -> None:
         "model.safetensors",
         "ema.safetensors",
         "training_state.pt",
+        "manifest.json",
     }
     state = torch.load(last / "training_state.pt", weights_only=True)
     assert state["step"] == 3 and state["ema_n_averaged"] == 3
@@ -106,13 +108,13 @@ def test_resume_continues_the_step_count(run: Path, tmp_path: Path) -> None:
     ]
 
 
-def load_model_weights(ckpt: Path) -> dict[str, torch.Tensor]:
+def load_model_weights(ckpt: Path, name: str = "model") -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
-    return load_file(str(ckpt / "model.safetensors"))
+    return load_file(str(ckpt / f"{name}.safetensors"))
 
 
-def test_resume_drops_log_records_after_the_checkpoint(run: Path, tmp_path: Path) -> None:
+def test_resume_drops_log_records_and_ends_bit_identical(run: Path, tmp_path: Path) -> None:
     import shutil
 
     out = tmp_path / "crashed"
@@ -120,6 +122,48 @@ def test_resume_drops_log_records_after_the_checkpoint(run: Path, tmp_path: Path
     shutil.rmtree(out / "checkpoints" / "step_00000003")  # as if it died before saving
     train.main([*FAST, "--out", str(out), "--resume", "--iterations", "3"])
     assert [r["step"] for r in _log(out)] == [1, 2, 3]
+    for name in ("model", "ema"):
+        ref = load_model_weights(run / "checkpoints" / "step_00000003", name)
+        got = load_model_weights(out / "checkpoints" / "step_00000003", name)
+        assert all(torch.equal(ref[k], got[k]) for k in ref), name
+
+
+def test_resume_falls_back_past_a_damaged_checkpoint(run: Path, tmp_path: Path) -> None:
+    import shutil
+
+    out = tmp_path / "damaged"
+    shutil.copytree(run, out)
+    (out / "checkpoints" / "step_00000003" / "model.safetensors").write_bytes(b"\0" * 64)
+    with pytest.warns(UserWarning, match=r"step_00000003.*model\.safetensors"):
+        train.main([*FAST, "--out", str(out), "--resume", "--iterations", "3"])
+    ref = load_model_weights(run / "checkpoints" / "step_00000003")
+    got = load_model_weights(out / "checkpoints" / "step_00000003")
+    assert all(torch.equal(ref[k], got[k]) for k in ref)
+
+
+def test_help_names_the_presets_and_explains_synthetic(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit):
+        train.main(["--help"])
+    text = capsys.readouterr().out
+    assert all(name in text for name in ("smoke", "small", "paper"))
+    assert "--synthetic trains on procedurally generated images" in text
+    for flag in ("--precision", "--factor", "--resolution-schedule", "--gamma"):
+        assert flag in text
+    for flag in ("--final-step", "--upsample-top-level", "--spacing"):
+        assert flag in text
+
+
+def test_convention_options_are_stored_and_checked_on_resume(tmp_path: Path) -> None:
+    out = tmp_path / "ref"
+    opts = ["--upsample-top-level", "--resolution-schedule", "linear", "--gamma", "0.5"]
+    train.main([*FAST, "--out", str(out), "--iterations", "1", "--precision", "bf16", *opts])
+    stored = json.loads((out / "config.json").read_text())["scale_space"]
+    assert stored["upsample_top_level"] is True and stored["resolution_schedule"] == "linear"
+    assert math.isfinite(_log(out)[0]["loss"])
+    with pytest.raises(SystemExit, match="differ"):
+        train.main([*FAST, "--out", str(out), "--resume", "--no-upsample-top-level"])
 
 
 def test_existing_run_needs_resume(run: Path) -> None:
@@ -157,7 +201,30 @@ def test_ddpm_baseline_trains_at_full_resolution(tmp_path: Path) -> None:
     assert set(_log(out)[0]["loss_by_resolution"]) == {"32"}
 
 
-def test_evaluate_times_ssd_against_ddpm(run: Path, tmp_path: Path) -> None:
+def test_reference_conventions_train_or_fail_early(tmp_path: Path) -> None:
+    """The reference's sampling conventions and a factor-1.5 pyramid, where supported."""
+    from scalemix.scale_space import scale_space_sample
+
+    opts = ["--final-step", "reference", "--spacing", "even", "--upsample-top-level"]
+    args = [*FAST, "--out", str(tmp_path / "ref"), "--iterations", "1", *opts]
+    if "final_step" not in inspect.signature(scale_space_sample).parameters:
+        with pytest.raises(SystemExit, match="final_step='reference' needs"):
+            train.main(args)
+        assert not (tmp_path / "ref" / "checkpoints").exists()  # failed before training
+    else:
+        assert Path(train.main(args)["grid"]).is_file()
+    args = [*FAST, "--out", str(tmp_path / "f15"), "--iterations", "1", "--factor", "1.5"]
+    if "factor" not in inspect.signature(ScaleSpaceDegradation).parameters:
+        with pytest.raises(SystemExit, match=r"--factor 1\.5 needs"):
+            train.main(args)
+    else:
+        summary = train.main(args)
+        assert summary["step"] == 1 and Path(summary["grid"]).is_file()
+
+
+def test_evaluate_times_ssd_against_ddpm(
+    run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "eval.json"
     results = evaluate.main(
         [
@@ -185,6 +252,9 @@ def test_evaluate_times_ssd_against_ddpm(run: Path, tmp_path: Path) -> None:
     assert all(v > 0 for v in timing["seconds"].values())
     assert results["models"]["ssd-3"]["step"] == 3
     assert Path(results["models"]["ssd-3"]["grid"]).is_file()
+    printed = capsys.readouterr().out
+    assert "speed-up vs ddpm" in printed and "{" not in printed  # a table, not JSON
+    assert any(line.split()[:2] == ["ssd-3", "3"] for line in printed.splitlines())
 
 
 def test_save_image_grid_places_images_row_major(tmp_path: Path) -> None:
@@ -203,18 +273,72 @@ def test_save_image_grid_places_images_row_major(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_torchrun_two_processes_on_the_cpu(tmp_path: Path) -> None:
-    """DistributedDataParallel over gloo; each process draws its own pyramid level."""
+    """DistributedDataParallel over gloo; each process draws its own pyramid level.
+
+    A second launch resumes from step 2 (step 3 deleted) and must rebuild step 3 bit
+    for bit: both processes' random streams and data positions are in the checkpoint.
+    """
+    import shutil
     import subprocess
     import sys
 
+    def torchrun(out: Path, *extra: str) -> None:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+        cmd += ["--nproc_per_node", "2", str(EXAMPLE / "train.py"), *FAST, "--out", str(out)]
+        done = subprocess.run([*cmd, *extra], capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    cmd += [str(EXAMPLE / "train.py"), *FAST, "--out", str(out), "--iterations", "2"]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert [r["step"] for r in _log(out)] == [1, 2]
+    torchrun(out, "--iterations", "3", "--checkpoint-every", "1")
+    assert [r["step"] for r in _log(out)] == [1, 2, 3]
     state = torch.load(
-        out / "checkpoints" / "step_00000002" / "training_state.pt", weights_only=True
+        out / "checkpoints" / "step_00000003" / "training_state.pt", weights_only=True
     )
-    assert state["step"] == 2
-    assert (out / "samples" / "step_00000002.png").is_file()
+    assert state["step"] == 3 and state["world_size"] == 2 and len(state["processes"]) == 2
+    assert (out / "samples" / "step_00000003.png").is_file()
+    again = tmp_path / "again"
+    shutil.copytree(out, again)
+    shutil.rmtree(again / "checkpoints" / "step_00000003")
+    torchrun(again, "--resume")
+    for name in ("model", "ema"):
+        ref = load_model_weights(out / "checkpoints" / "step_00000003", name)
+        got = load_model_weights(again / "checkpoints" / "step_00000003", name)
+        assert all(torch.equal(ref[k], got[k]) for k in ref), name
+
+
+@pytest.mark.slow
+def test_sigkill_mid_run_then_resume_equals_an_uninterrupted_run(tmp_path: Path) -> None:
+    """The example killed (SIGKILL) after its third log line, at or near a checkpoint
+    write, then resumed: the final weights equal an uninterrupted run's bit for bit."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    opts = [*FAST, "--iterations", "10", "--checkpoint-every", "1", "--sample-every", "1000"]
+    train.main([*opts, "--out", str(tmp_path / "ref")])
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(
+        [sys.executable, str(EXAMPLE / "train.py"), *opts, "--out", str(out)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        log = out / "log.jsonl"
+        while not (log.is_file() and len(log.read_text().splitlines()) >= 3):
+            assert proc.poll() is None, proc.stderr.read()[-2000:]  # type: ignore[union-attr]
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    summary = train.main([*FAST, "--out", str(out), "--resume"])
+    assert summary["step"] == 10
+    assert [r["step"] for r in _log(out)] == list(range(1, 11))
+    for name in ("model", "ema"):
+        ref = load_model_weights(tmp_path / "ref" / "checkpoints" / "step_00000010", name)
+        got = load_model_weights(out / "checkpoints" / "step_00000010", name)
+        assert all(torch.equal(ref[k], got[k]) for k in ref), name

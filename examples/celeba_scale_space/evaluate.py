@@ -16,7 +16,8 @@ calls). The DDPM side uses the ``--baseline`` run's network when given, else the
 own network on a one-level pyramid: same architecture, same cost, meaningless images.
 The two alternate ``--timing-repeats`` times after a warm-up; medians are reported.
 
-Results are printed and written as JSON (``--out``, default ``<run>/eval.json``).
+Results are written as JSON (``--out``, default ``<run>/eval.json``) and printed as a
+table.
 """
 
 from __future__ import annotations
@@ -36,10 +37,10 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from ssd_common import (
+    CHECKPOINT_DIR,
     EMA_FILE,
     MODEL_FILE,
     RunConfig,
-    checkpoints,
     generate,
     inception_features_of,
     load_weights,
@@ -52,6 +53,7 @@ from ssd_common import (
 from ssd_presets import build_degradation, build_model
 
 from scalemix.degradation import ScaleSpaceDegradation
+from scalemix.training import find_latest_checkpoint
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -69,7 +71,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--timing-repeats", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
-    p.add_argument("--bf16", action=argparse.BooleanOptionalAction, help="default: on CUDA")
+    p.add_argument(
+        "--precision",
+        choices=("fp32", "bf16", "fp16"),
+        help="autocast precision of the network (default: bf16 on CUDA, else fp32)",
+    )
     p.add_argument("--threads", type=int, help="CPU threads for torch")
     p.add_argument("--grid", type=int, default=64, help="images in a sample grid PNG (0: none)")
     p.add_argument("--out", type=Path, help="results JSON (default: <run>/eval.json)")
@@ -83,14 +89,21 @@ def load_run(
     """Config, network (eval mode) and degradation of a run's checkpoint."""
     config = read_config(run)
     if checkpoint is None:
-        found = checkpoints(run)
-        if not found:
+        checkpoint = find_latest_checkpoint(run / CHECKPOINT_DIR)
+        if checkpoint is None:
             raise SystemExit(f"{run} has no checkpoint: train it first")
-        checkpoint = found[-1]
     model = build_model(config.preset).to(device)
     load_weights(model, checkpoint / (EMA_FILE if weights == "ema" else MODEL_FILE), device)
     model.eval()
-    return config, model, build_degradation(config.preset, config.num_levels), checkpoint
+    opts = config.scale_space
+    degradation = build_degradation(
+        config.preset,
+        config.num_levels,
+        factor=opts.factor,
+        resolution_schedule=opts.resolution_schedule,
+        gamma=opts.gamma,
+    )
+    return config, model, degradation, checkpoint
 
 
 def _sync(device: torch.device) -> None:
@@ -103,7 +116,7 @@ def time_sampling(
     batch: int,
     repeats: int,
     device: torch.device,
-    bf16: bool,
+    precision: Any,
 ) -> dict[str, list[float]]:
     """Seconds per batch of each ``label: (model, degradation, steps)``, alternating."""
     times: dict[str, list[float]] = {label: [] for label in runs}
@@ -120,7 +133,7 @@ def time_sampling(
                 steps=steps if rep else 1,
                 generator=gen,
                 device=device,
-                bf16=bf16,
+                precision=precision,
             )
             _sync(device)
             if rep:
@@ -136,7 +149,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if args.num_samples > 0:
         require_fid()
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    bf16 = device.type == "cuda" if args.bf16 is None else bool(args.bf16)
+    precision = args.precision or ("bf16" if device.type == "cuda" else "fp32")
     steps = args.steps or None
     config, model, degradation, ckpt = load_run(args.run, args.checkpoint, args.weights, device)
     label = f"{config.model}-{config.num_levels}"
@@ -148,7 +161,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         models[b_label] = (args.baseline, b_config, b_model, b_deg, b_ckpt)
     results: dict[str, Any] = {
         "device": str(torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"),
-        "bf16": bf16,
+        "precision": precision,
         "steps": args.steps,
         "weights": args.weights,
         "models": {
@@ -158,7 +171,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     }
 
     if args.grid > 0:
-        for k, (_, _, net, deg, _) in models.items():
+        for k, (_, cfg, net, deg, _) in models.items():
             gen = torch.Generator(device).manual_seed(args.seed)
             images = generate(
                 net,
@@ -168,7 +181,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 steps=steps,
                 generator=gen,
                 device=device,
-                bf16=bf16,
+                precision=precision,
+                options=cfg.scale_space,
             )
             path = args.run / f"eval_samples_{k}.png"
             save_image_grid(images, path)
@@ -181,11 +195,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         dataset = make_dataset(config, args.data, split=args.split)
         real = real_images(dataset, args.num_samples, args.seed)
         real_feats = inception_features(real, inception, batch_size=args.batch_size)
-        for k, (_, _, net, deg, _) in models.items():
+        for k, (_, cfg, net, deg, _) in models.items():
             gen = torch.Generator(device).manual_seed(args.seed + 1)
 
             def make_batch(
-                b: int, net: nn.Module = net, deg: Any = deg, gen: torch.Generator = gen
+                b: int,
+                net: nn.Module = net,
+                deg: Any = deg,
+                gen: torch.Generator = gen,
+                cfg: RunConfig = cfg,
             ) -> torch.Tensor:
                 return generate(
                     net,
@@ -195,7 +213,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                     steps=steps,
                     generator=gen,
                     device=device,
-                    bf16=bf16,
+                    precision=precision,
+                    options=cfg.scale_space,
                     progress=args.progress,
                 )
 
@@ -218,7 +237,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             args.timing_batch,
             args.timing_repeats,
             device,
-            bf16,
+            precision,
         )
         median = {k: statistics.median(v) for k, v in times.items()}
         results["timing"] = {
@@ -232,8 +251,35 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
     out = args.out or args.run / "eval.json"
     out.write_text(json.dumps(results, indent=2) + "\n")
-    print(json.dumps(results, indent=2))
+    print(results_table(results))
+    print(f"(all results: {out})")
     return results
+
+
+def results_table(results: dict[str, Any]) -> str:
+    """The results as a plain-text table: one row per model, then the timing."""
+    rows = [("model", "step", "FID", "samples")]
+    for label, r in results["models"].items():
+        fid = f"{r['fid']:.2f}" if "fid" in r else "-"
+        rows.append((label, str(r["step"]), fid, str(r.get("fid_samples", "-"))))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = [
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows
+    ]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    head = f"device {results['device']}, {results['precision']}, {results['steps']} steps"
+    lines.insert(0, head)
+    timing = results.get("timing")
+    if timing:
+        lines.append("")
+        lines.append(
+            f"sampling time, batch {timing['batch']}, {timing['network_calls']} network calls "
+            f"(ddpm: {timing['ddpm_network']})"
+        )
+        for label, sec in timing["seconds"].items():
+            lines.append(f"  {label:<12} {sec:9.3f} s")
+        lines.append(f"  speed-up vs ddpm: {timing['speedup_vs_ddpm']:.2f}x")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -1,16 +1,19 @@
-"""Helpers of ``train.py`` and ``evaluate.py``: processes, runs, checkpoints, grids, FID."""
+"""Helpers of ``train.py`` and ``evaluate.py``: processes, runs, checkpoints, grids, FID.
+
+Training itself, checkpoints included, is :func:`scalemix.training.train_images`.
+"""
 
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import json
 import math
 import os
-import shutil
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -18,19 +21,45 @@ import torch.distributed as dist
 from numpy.typing import NDArray
 from ssd_presets import ModelKind, Preset
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import Dataset
 
 from scalemix.datasets.images import CelebAFolder, CelebASplit, SyntheticImages
+from scalemix.training import Precision, list_checkpoints
 
 CONFIG_FILE = "config.json"
 LOG_FILE = "log.jsonl"
 CHECKPOINT_DIR = "checkpoints"
 MODEL_FILE = "model.safetensors"
 EMA_FILE = "ema.safetensors"
-STATE_FILE = "training_state.pt"
+FinalStep = Literal["x0_prediction", "reference"]
+Spacing = Literal["trailing", "even"]
 
 
 # ---------------------------------------------------------------------------- runs
+@dataclass(frozen=True)
+class ScaleSpaceOptions:
+    """The forward process and the sampler's conventions of a run.
+
+    Attributes:
+        factor: downsampling factor between pyramid levels (2: halving).
+        resolution_schedule: ``linear``, ``convex``, ``sigmoid`` or ``tanh``.
+        gamma: the schedule's shape parameter.
+        upsample_top_level: at the change into full resolution the model sees x_t
+            upsampled to full size (training and sampling; the reference always does).
+        final_step: ``x0_prediction`` (return the clipped x0 prediction) or
+            ``reference`` (the reference's last step from t = 0 to 0).
+        spacing: respaced sampling steps, ``trailing`` or ``even`` (guided-diffusion's
+            evenly strided steps, as in the reference).
+    """
+
+    factor: float = 2.0
+    resolution_schedule: str = "convex"
+    gamma: float = 0.5
+    upsample_top_level: bool = False
+    final_step: FinalStep = "x0_prediction"
+    spacing: Spacing = "trailing"
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """What a run directory was trained with (``config.json``)."""
@@ -40,6 +69,7 @@ class RunConfig:
     num_levels: int
     seed: int
     synthetic: bool
+    scale_space: ScaleSpaceOptions = field(default_factory=ScaleSpaceOptions)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -48,6 +78,7 @@ class RunConfig:
             "num_levels": self.num_levels,
             "seed": self.seed,
             "synthetic": self.synthetic,
+            "scale_space": self.scale_space.__dict__,
         }
 
     @classmethod
@@ -58,6 +89,7 @@ class RunConfig:
             num_levels=int(data["num_levels"]),
             seed=int(data["seed"]),
             synthetic=bool(data["synthetic"]),
+            scale_space=ScaleSpaceOptions(**data.get("scale_space", {})),
         )
 
 
@@ -107,16 +139,6 @@ def setup_distributed(device_arg: str | None) -> tuple[int, int, torch.device]:
     return 0, 1, torch.device(device_arg)
 
 
-def batches(
-    loader: DataLoader[Tensor], sampler: DistributedSampler[Tensor], epoch: int
-) -> Iterator[Tensor]:
-    """Endless batches; each epoch reshuffles through ``sampler.set_epoch``."""
-    while True:
-        sampler.set_epoch(epoch)
-        yield from loader
-        epoch += 1
-
-
 def trim_log(path: Path, step: int) -> None:
     """Drop log records after ``step`` (written after the checkpoint a run resumes from)."""
     if not path.is_file():
@@ -133,38 +155,8 @@ def seeded_generator(device: torch.device, *keys: int) -> torch.Generator:
 
 # ---------------------------------------------------------------------------- checkpoints
 def checkpoints(run: Path) -> list[Path]:
-    """Complete checkpoint directories of a run, oldest first."""
-    root = run / CHECKPOINT_DIR
-    if not root.is_dir():
-        return []
-    found = [p for p in root.glob("step_*") if (p / STATE_FILE).is_file()]
-    return sorted(found, key=lambda p: int(p.name.split("_")[1]))
-
-
-def _cpu_state(module: nn.Module) -> dict[str, Tensor]:
-    return {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
-
-
-def save_checkpoint(
-    run: Path, step: int, model: nn.Module, ema: nn.Module, state: dict[str, Any], keep: int
-) -> Path:
-    """Write ``checkpoints/step_<step>/`` atomically and keep the newest ``keep``."""
-    from safetensors.torch import save_file
-
-    root = run / CHECKPOINT_DIR
-    final = root / f"step_{step:08d}"
-    tmp = root / f".tmp_step_{step:08d}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    meta = {"step": str(step)}
-    save_file(_cpu_state(model), str(tmp / MODEL_FILE), metadata=meta)
-    save_file(_cpu_state(ema), str(tmp / EMA_FILE), metadata=meta)
-    torch.save(state, tmp / STATE_FILE)
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
-    for old in checkpoints(run)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
-    return final
+    """Checkpoint directories of a run, oldest first (see ``scalemix.training.checkpoint``)."""
+    return list_checkpoints(run / CHECKPOINT_DIR)
 
 
 def load_weights(module: nn.Module, path: Path, device: torch.device | str = "cpu") -> None:
@@ -233,18 +225,48 @@ def inception_features_of(
 
 
 # ---------------------------------------------------------------------------- sampling
-def autocast_model(model: Callable[..., Tensor], device: torch.device, bf16: bool) -> Any:
-    """``model`` with its forward pass (only) under bf16 autocast, returning float32.
+_AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def autocast_model(model: Callable[..., Tensor], device: torch.device, precision: Precision) -> Any:
+    """``model`` with its forward pass (only) under autocast, returning float32.
 
     The degradation's arithmetic (noise, posterior, covariance root) stays in float32.
     """
+    dtype = _AUTOCAST.get(precision, torch.float32)
 
     def call(x: Tensor, t: Tensor, /, out_size: int | None = None) -> Tensor:
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+        with torch.autocast(device.type, dtype=dtype, enabled=precision != "fp32"):
             out = model(x, t, out_size=out_size)
         return out.float()
 
     return call
+
+
+def supported(
+    function: Callable[..., Any], options: dict[str, Any], defaults: dict[str, Any]
+) -> dict[str, Any]:
+    """The ``options`` that ``function`` accepts; a non-default one it lacks is an error."""
+    params = inspect.signature(function).parameters
+    for name, value in options.items():
+        if name not in params and value != defaults[name]:
+            raise SystemExit(
+                f"{name}={value!r} needs a scalemix with that option of {function.__name__}"
+            )
+    return {k: v for k, v in options.items() if k in params}
+
+
+def sample_options(options: ScaleSpaceOptions) -> dict[str, Any]:
+    """Keyword arguments of ``scale_space_sample`` for a run's conventions."""
+    from scalemix.scale_space import scale_space_sample
+
+    asked = {
+        "upsample_top_level": options.upsample_top_level,
+        "final_step": options.final_step,
+        "spacing": options.spacing,
+    }
+    defaults = {"upsample_top_level": False, "final_step": "x0_prediction", "spacing": "trailing"}
+    return supported(scale_space_sample, asked, defaults)
 
 
 @torch.no_grad()
@@ -257,18 +279,29 @@ def generate(
     steps: int | None,
     generator: torch.Generator,
     device: torch.device,
-    bf16: bool,
+    precision: Precision = "fp32",
+    options: ScaleSpaceOptions | None = None,
     progress: bool = False,
 ) -> Tensor:
-    """``n`` samples ``(n, 3, s, s)`` (float32, on the CPU) drawn ``batch_size`` at a time."""
+    """``n`` samples ``(n, c, s, s)`` (float32, on the CPU) drawn ``batch_size`` at a time."""
     from scalemix.scale_space import scale_space_sample
 
-    call = autocast_model(model, device, bf16)
+    call = autocast_model(model, device, precision)
+    extra = sample_options(options or ScaleSpaceOptions())
+    channels = int(getattr(model, "in_channels", 3))
     out = []
     for start in range(0, n, batch_size):
         b = min(batch_size, n - start)
         x = scale_space_sample(
-            call, degradation, b, steps=steps, generator=generator, device=device, progress=progress
+            call,
+            degradation,
+            b,
+            channels=channels,
+            steps=steps,
+            generator=generator,
+            device=device,
+            progress=progress,
+            **extra,
         )
         out.append(x.float().cpu())
     return torch.cat(out)

@@ -27,6 +27,7 @@ under two minutes on two CPU cores.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -235,9 +236,28 @@ def build_model(preset: Preset) -> FlexiUNet:
     )
 
 
-def build_degradation(preset: Preset, num_levels: int) -> ScaleSpaceDegradation:
-    """The forward process: ``num_levels`` pyramid levels, T = 1000, linear betas, gamma 0.5.
+def build_degradation(
+    preset: Preset,
+    num_levels: int,
+    *,
+    factor: float = 2.0,
+    resolution_schedule: str = "convex",
+    gamma: float = 0.5,
+) -> ScaleSpaceDegradation:
+    """The forward process: ``num_levels`` pyramid levels, T = 1000, linear betas.
 
-    With ``num_levels = 1`` this is x0-parameterised DDPM at full resolution.
+    ``factor`` is the downsampling factor between levels (the reference's ``ds_factor``),
+    ``resolution_schedule`` and ``gamma`` the decay of the resolution over time (the
+    paper's default: convex, gamma 0.5). With ``num_levels = 1`` this is
+    x0-parameterised DDPM at full resolution.
+
+    Raises:
+        ValueError: a factor other than 2 where this scalemix only halves, or options
+            the degradation rejects.
     """
-    return ScaleSpaceDegradation(preset.image_size, num_levels)
+    kwargs: dict[str, Any] = {"resolution_schedule": resolution_schedule, "gamma": gamma}
+    if "factor" in inspect.signature(ScaleSpaceDegradation).parameters:
+        kwargs["factor"] = factor
+    elif factor != 2.0:
+        raise ValueError(f"--factor {factor} needs a scalemix whose pyramids need not halve")
+    return ScaleSpaceDegradation(image_size=preset.image_size, num_levels=num_levels, **kwargs)

@@ -2,6 +2,21 @@
 
 from __future__ import annotations
 
+from .checkpoint import Checkpoint as Checkpoint
+from .checkpoint import CheckpointError as CheckpointError
+from .checkpoint import find_latest_checkpoint as find_latest_checkpoint
+from .checkpoint import list_checkpoints as list_checkpoints
+from .checkpoint import load_checkpoint as load_checkpoint
+from .checkpoint import save_checkpoint as save_checkpoint
+from .checkpoint import verify_checkpoint as verify_checkpoint
+from .image_config import ImageTrainConfig as ImageTrainConfig
+from .image_config import LRScheduleName as LRScheduleName
+from .image_config import Precision as Precision
+from .image_config import lr_factor as lr_factor
+from .image_trainer import ImageLoss as ImageLoss
+from .image_trainer import ImageTrainResult as ImageTrainResult
+from .image_trainer import ImageTrainState as ImageTrainState
+from .image_trainer import train_images as train_images
 from .loop import Batching as Batching
 from .loop import LossName as LossName
 from .loop import TrainResult as TrainResult
@@ -16,14 +31,29 @@ from .losses import vlb_term as vlb_term
 
 __all__ = [
     "Batching",
+    "Checkpoint",
+    "CheckpointError",
+    "ImageLoss",
+    "ImageTrainConfig",
+    "ImageTrainResult",
+    "ImageTrainState",
+    "LRScheduleName",
     "LossFn",
     "LossName",
+    "Precision",
     "TrainResult",
     "TrainState",
     "draw_noise_and_timesteps",
     "eps_mse_loss",
     "evaluate_eps_mse",
+    "find_latest_checkpoint",
     "hybrid_loss",
+    "list_checkpoints",
+    "load_checkpoint",
+    "lr_factor",
+    "save_checkpoint",
     "train",
+    "train_images",
+    "verify_checkpoint",
     "vlb_term",
 ]

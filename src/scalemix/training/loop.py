@@ -19,7 +19,7 @@ visits a fresh permutation of the data in chunks of ``batch_size``, the last chu
 an epoch possibly smaller; with ``"replacement"`` every batch is ``batch_size`` indices
 drawn uniformly with replacement. The permutations/indices, the noise and the
 timesteps all come from ``generator``, so one seed gives one run. Nothing is written to
-disk: the caller decides what to save.
+disk unless a ``checkpoint_dir`` is given.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import Literal, get_args
 
 import torch
@@ -38,6 +39,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from .._utils import check_choice, check_finite, progress_bar
 from ..scheduler import DDPMScheduler
+from ._loop_resume import LoopCheckpoints
 from .losses import LossFn, eps_mse_loss, hybrid_loss
 
 __all__ = ["Batching", "LossName", "TrainResult", "TrainState", "train"]
@@ -137,6 +139,8 @@ def train(
     progress: bool = False,
     callbacks: Sequence[Callable[[TrainState], None]] = (),
     device: torch.device | str | None = None,
+    checkpoint_dir: str | Path | None = None,
+    checkpoint_every: int | None = None,
 ) -> TrainResult:
     """Train ``model`` in place on ``data`` (see the module docstring for the recipe).
 
@@ -161,6 +165,11 @@ def train(
         progress: show a tqdm progress bar.
         callbacks: functions called with a :class:`TrainState` after every step.
         device: where to train; default: the device of the model's parameters.
+        checkpoint_dir: write checkpoints here (:mod:`scalemix.training.checkpoint`,
+            the newest 3 kept) and resume from the newest valid one found there; with a
+            ``generator`` the resumed run equals an uninterrupted one on the CPU.
+            ``losses`` of the result then cover the whole run. ``None``: no files.
+        checkpoint_every: steps between checkpoints (``None``: only after the last).
 
     Returns:
         A :class:`TrainResult`.
@@ -181,6 +190,7 @@ def train(
     if not 0.0 <= ema_decay <= 1.0:
         raise ValueError(f"ema_decay must lie in [0, 1], got {ema_decay}")
     check_choice("batching", batching, get_args(Batching))
+    ckpt = None if checkpoint_dir is None else LoopCheckpoints(checkpoint_dir, checkpoint_every, 3)
     loss_fn = _resolve_loss(loss, kl_weight)
     if data.ndim < 2 or data.shape[0] == 0:
         raise ValueError(f"data must have shape (N, ...) with N >= 1, got {tuple(data.shape)}")
@@ -200,11 +210,18 @@ def train(
     ema = AveragedModel(model, multi_avg_fn=ema_fn, use_buffers=True)
     losses = torch.zeros(steps, dtype=torch.float32, device=target_device)
     batches = _batches(data.shape[0], batch_size, batching, generator)
+    per_epoch = -(-data.shape[0] // batch_size) if batching == "epoch" else 1
+    first = 1
+    if ckpt is not None:
+        args = (model, ema, optimizer, lr_schedule, losses, generator)
+        first += ckpt.restore(*args, batches, batching == "epoch")
 
     model.train()
     start = time.perf_counter()
-    bar = progress_bar(range(1, steps + 1), enabled=progress, total=steps, desc="train")
+    bar = progress_bar(range(first, steps + 1), enabled=progress, total=steps, desc="train")
     for step in bar:
+        if ckpt is not None:
+            ckpt.before_batch(step, per_epoch, generator)
         x0 = data[next(batches).to(target_device)]
         step_lr = optimizer.param_groups[0]["lr"]
         loss_value = loss_fn(model, scheduler, x0, generator=generator)
@@ -228,5 +245,9 @@ def train(
             state = TrainState(step, detached.item(), float(step_lr), model, ema)
             for callback in callbacks:
                 callback(state)
+        if ckpt is not None:
+            ckpt.maybe_save(
+                step, steps, per_epoch, model, ema, optimizer, lr_schedule, losses, generator
+            )
     seconds = time.perf_counter() - start
     return TrainResult(model=model, ema_model=ema, losses=losses.cpu(), seconds=seconds)
