@@ -109,7 +109,7 @@ def check_denoiser(
         ValueError: bad arguments.
     """
     check_budget(max_examples, seed)
-    forms = _check_forms(timestep_forms)
+    forms = _check_forms(timestep_forms, "timestep_forms")
     shape = tuple(int(s) for s in input_shape)
     if not shape or any(s < 1 for s in shape):
         raise ValueError(f"input_shape must hold positive sizes, got {tuple(input_shape)}")

@@ -34,10 +34,10 @@ __all__ = [
 TimestepForm = Literal["int", "0d", "batch"]
 
 
-def _check_forms(forms: Sequence[str]) -> tuple[TimestepForm, ...]:
+def _check_forms(forms: Sequence[str], name: str = "forms") -> tuple[TimestepForm, ...]:
     allowed = get_args(TimestepForm)
     if not forms or any(f not in allowed for f in forms):
-        raise ValueError(f"forms must be a non-empty subset of {allowed}, got {tuple(forms)}")
+        raise ValueError(f"{name} must be a non-empty subset of {allowed}, got {tuple(forms)}")
     return tuple(forms)  # type: ignore[arg-type]
 
 
