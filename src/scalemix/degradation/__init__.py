@@ -36,6 +36,7 @@ from .resolution import resolution_schedule as resolution_schedule
 from .respacing import change_steps as change_steps
 from .respacing import respaced_timesteps as respaced_timesteps
 from .scale_space import ScaleSpaceDegradation as ScaleSpaceDegradation
+from .trainable import TrainableDegradation as TrainableDegradation
 
 __all__ = [
     "BlurDegradation",
@@ -47,6 +48,7 @@ __all__ = [
     "ReverseMethod",
     "ScaleSpaceDegradation",
     "SupportsCovarianceRoot",
+    "TrainableDegradation",
     "apply_range",
     "apply_range_adjoint",
     "change_steps",
