@@ -7,7 +7,9 @@ and the size of the violation. The strategies are public so that users can write
 own property tests with the same inputs.
 
 Importing this package needs hypothesis (``pip install 'scalemix[testing]'``);
-``import scalemix`` alone never imports it.
+``import scalemix`` alone never imports it. The checks run their own hypothesis loop
+and write no example database; to call one inside a ``@given`` test, suppress
+``HealthCheck.nested_given`` on that test.
 """
 
 from __future__ import annotations
