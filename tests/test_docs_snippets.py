@@ -9,7 +9,12 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-PAGES = ["README.md", "docs/getting_started.md", "docs/scale_space.md"]
+PAGES = [
+    "README.md",
+    "docs/getting_started.md",
+    "docs/scale_space.md",
+    "docs/tutorial_degradation.md",
+]
 BLOCK = re.compile(r"```python\n(.*?)```", re.DOTALL)
 
 

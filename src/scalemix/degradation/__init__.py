@@ -3,12 +3,15 @@
 :class:`LinearDegradation` declares a forward process
 :math:`x_t = \\sqrt{\\bar\\alpha_t} D_{0:t} x_0 + \\sqrt{1-\\bar\\alpha_t}\\,\\epsilon`;
 :class:`GaussianDegradation` is DDPM (:math:`D_t = I`) and
-:class:`ScaleSpaceDegradation` downsamples (Mukhopadhyay et al., 2026).
+:class:`ScaleSpaceDegradation` downsamples (Mukhopadhyay et al., 2026);
+:class:`BlurDegradation` blurs by heat dissipation (Rissanen et al., 2023).
 :func:`reverse_step` is the exact ancestral step of any of them.
 """
 
 from __future__ import annotations
 
+from .blur import BlurDegradation as BlurDegradation
+from .blur import dct_matrix as dct_matrix
 from .lanczos import lanczos_function as lanczos_function
 from .lanczos import power_iteration as power_iteration
 from .posterior import PosteriorCoefficients as PosteriorCoefficients
@@ -45,8 +48,10 @@ from .respacing import change_steps as change_steps
 from .respacing import even_timesteps as even_timesteps
 from .respacing import respaced_timesteps as respaced_timesteps
 from .scale_space import ScaleSpaceDegradation as ScaleSpaceDegradation
+from .trainable import TrainableDegradation as TrainableDegradation
 
 __all__ = [
+    "BlurDegradation",
     "DownsampleSpectrum",
     "GaussianDegradation",
     "LinearDegradation",
@@ -57,9 +62,11 @@ __all__ = [
     "ScaleSpaceDegradation",
     "Spacing",
     "SupportsCovarianceRoot",
+    "TrainableDegradation",
     "apply_range",
     "apply_range_adjoint",
     "change_steps",
+    "dct_matrix",
     "downsample",
     "downsample_adjoint",
     "downsample_matrix",

@@ -24,7 +24,7 @@ from torch import Tensor
 
 from .._utils import check_choice, randn
 from ..degradation._checks import check_state
-from ..degradation.scale_space import ScaleSpaceDegradation
+from ..degradation.trainable import TrainableDegradation
 from .denoiser import ScaleSpaceDenoiser
 
 __all__ = [
@@ -55,7 +55,7 @@ class ScaleSpaceLossTerms(NamedTuple):
 
 
 def sample_training_timesteps(
-    degradation: ScaleSpaceDegradation,
+    degradation: TrainableDegradation,
     batch_size: int,
     *,
     generator: torch.Generator | None = None,
@@ -101,7 +101,7 @@ def sample_training_timesteps(
 
 def scale_space_loss_terms(
     model: ScaleSpaceDenoiser,
-    degradation: ScaleSpaceDegradation,
+    degradation: TrainableDegradation,
     x0: Tensor,
     *,
     generator: torch.Generator | None = None,
@@ -177,7 +177,7 @@ def scale_space_loss_terms(
 
 def scale_space_loss(
     model: ScaleSpaceDenoiser,
-    degradation: ScaleSpaceDegradation,
+    degradation: TrainableDegradation,
     x0: Tensor,
     *,
     generator: torch.Generator | None = None,
