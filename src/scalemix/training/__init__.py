@@ -13,16 +13,24 @@ from .losses import eps_mse_loss as eps_mse_loss
 from .losses import evaluate_eps_mse as evaluate_eps_mse
 from .losses import hybrid_loss as hybrid_loss
 from .losses import vlb_term as vlb_term
+from .precision import Precision as Precision
+from .precision import autocast_context as autocast_context
+from .precision import compile_model as compile_model
+from .precision import grad_scaler as grad_scaler
 
 __all__ = [
     "Batching",
     "LossFn",
     "LossName",
+    "Precision",
     "TrainResult",
     "TrainState",
+    "autocast_context",
+    "compile_model",
     "draw_noise_and_timesteps",
     "eps_mse_loss",
     "evaluate_eps_mse",
+    "grad_scaler",
     "hybrid_loss",
     "train",
     "vlb_term",

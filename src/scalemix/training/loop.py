@@ -39,6 +39,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from .._utils import check_choice, check_finite, progress_bar
 from ..scheduler import DDPMScheduler
 from .losses import LossFn, eps_mse_loss, hybrid_loss
+from .precision import Precision, autocast_context, compile_model, grad_scaler
 
 __all__ = ["Batching", "LossName", "TrainResult", "TrainState", "train"]
 
@@ -137,6 +138,8 @@ def train(
     progress: bool = False,
     callbacks: Sequence[Callable[[TrainState], None]] = (),
     device: torch.device | str | None = None,
+    precision: Precision = "fp32",
+    compile: bool | str = False,
 ) -> TrainResult:
     """Train ``model`` in place on ``data`` (see the module docstring for the recipe).
 
@@ -161,6 +164,10 @@ def train(
         progress: show a tqdm progress bar.
         callbacks: functions called with a :class:`TrainState` after every step.
         device: where to train; default: the device of the model's parameters.
+        precision: ``"fp32"``, ``"bf16"`` (autocast) or ``"fp16"`` (autocast and a
+            gradient scaler); see :mod:`scalemix.training.precision`.
+        compile: ``True`` or a backend name to run the model through
+            :func:`torch.compile` (see :func:`~scalemix.training.compile_model`).
 
     Returns:
         A :class:`TrainResult`.
@@ -198,6 +205,9 @@ def train(
     lr_schedule = CosineAnnealingLR(optimizer, T_max=steps)
     ema_fn = get_ema_multi_avg_fn(ema_decay)  # type: ignore[no-untyped-call]
     ema = AveragedModel(model, multi_avg_fn=ema_fn, use_buffers=True)
+    amp = autocast_context(precision, target_device)
+    scaler = grad_scaler(precision, target_device)
+    step_model = compile_model(model, compile)
     losses = torch.zeros(steps, dtype=torch.float32, device=target_device)
     batches = _batches(data.shape[0], batch_size, batching, generator)
 
@@ -207,12 +217,19 @@ def train(
     for step in bar:
         x0 = data[next(batches).to(target_device)]
         step_lr = optimizer.param_groups[0]["lr"]
-        loss_value = loss_fn(model, scheduler, x0, generator=generator)
+        with amp:
+            loss_value = loss_fn(step_model, scheduler, x0, generator=generator)
         optimizer.zero_grad(set_to_none=True)
-        torch.autograd.backward(loss_value)
+        torch.autograd.backward(loss_value if scaler is None else scaler.scale(loss_value))
+        if scaler is not None:
+            scaler.unscale_(optimizer)
         if grad_clip is not None:
             nn.utils.clip_grad_norm_(params, grad_clip, foreach=True)
-        optimizer.step()
+        if scaler is None:
+            optimizer.step()
+        else:
+            scaler.step(optimizer)
+            scaler.update()
         lr_schedule.step()
         if step % ema_every == 0:
             ema.update_parameters(model)
