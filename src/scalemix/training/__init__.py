@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from .ensemble import EmaSchedule as EmaSchedule
+from .ensemble import EnsembleResult as EnsembleResult
+from .ensemble import periodic_ema as periodic_ema
+from .ensemble import train_ensemble as train_ensemble
 from .loop import Batching as Batching
 from .loop import LossName as LossName
 from .loop import TrainResult as TrainResult
@@ -20,6 +24,8 @@ from .precision import grad_scaler as grad_scaler
 
 __all__ = [
     "Batching",
+    "EmaSchedule",
+    "EnsembleResult",
     "LossFn",
     "LossName",
     "Precision",
@@ -32,6 +38,8 @@ __all__ = [
     "evaluate_eps_mse",
     "grad_scaler",
     "hybrid_loss",
+    "periodic_ema",
     "train",
+    "train_ensemble",
     "vlb_term",
 ]
