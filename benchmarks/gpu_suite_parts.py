@@ -178,11 +178,13 @@ def step_ratio(ctx: Context) -> None:
 
     Cheap modes first, so that a cap reached while compiling keeps them.
     """
-    backend = "aot_eager" if ctx.tiny else "inductor"
+    backend = "eager" if ctx.tiny else "inductor"
     if not ctx.cuda:
         ctx.note("CUDA graphs: skipped (needs a CUDA device)")
     if ctx.tiny:
-        ctx.note("tiny: 2D models of width 32; compiled rows use the aot_eager backend")
+        ctx.note(
+            "tiny: 2D models of width 32; compiled rows use the eager backend (dynamo tracing only)"
+        )
     g = ctx.generator(0)
     x = torch.randn(256, 2, generator=g, device=ctx.device)
     t = torch.randint(0, 100, (256,), generator=g, device=ctx.device)
@@ -319,6 +321,7 @@ def _sampling_rows(ctx: Context, name: str, config: dict[str, Any], batch: int, 
     t = torch.zeros(batch, dtype=torch.long, device=ctx.device)
     schedule = ssd_resolution_schedule(size, levels)
     cost = schedule_flops(meta, schedule)
+    reps = 2 if ctx.tiny else 20
 
     def forward_time(r_in: int, out: int | None) -> float:
         x = torch.randn(batch, 3, r_in, r_in, device=ctx.device)
@@ -328,7 +331,7 @@ def _sampling_rows(ctx: Context, name: str, config: dict[str, Any], batch: int, 
             with torch.no_grad():
                 model(x, t, out)
 
-        return time_calls(fwd, ctx, warmup=2, reps=20, budget=1.0)
+        return time_calls(fwd, ctx, warmup=1 if ctx.tiny else 2, reps=reps, budget=1.0)
 
     per_pair = {pair: forward_time(*pair) for pair in sorted(cost.steps)}
     full = per_pair.get((size, size)) or forward_time(size, None)
@@ -397,7 +400,7 @@ def unet_training(ctx: Context) -> None:
                 loss.backward()
                 opt.step()
 
-            sec = time_calls(step, ctx, warmup=2, reps=20, budget=1.0)
+            sec = time_calls(step, ctx, warmup=1, reps=2 if ctx.tiny else 20, budget=1.0)
             per_pair[(r, out)] = sec
             ctx.row(step=f"{r} -> {out}", images_per_s=batch / sec, ms=sec * 1e3)
     x0 = (torch.rand(batch, 3, size, size, device=ctx.device) * 2 - 1).contiguous(
@@ -415,7 +418,9 @@ def unet_training(ctx: Context) -> None:
             loss.backward()
             opt.step()
 
-        sec = time_calls(iteration, ctx, warmup=3, reps=5 if ctx.tiny else 200, budget=4.0)
+        sec = time_calls(
+            iteration, ctx, warmup=1 if ctx.tiny else 3, reps=4 if ctx.tiny else 200, budget=4.0
+        )
         rates[kind] = batch / sec
         ctx.row(step=f"uniform-t {kind} iteration", images_per_s=rates[kind], ms=sec * 1e3)
     schedule = ssd_resolution_schedule(size, levels)

@@ -78,7 +78,8 @@ class _Shrink(nn.Module):
 
 def test_sampler_bf16_close_to_fp32(degradation: ScaleSpaceDegradation) -> None:
     """bf16 sampling (model input in bf16, steps in float32) tracks the float32 run: the
-    model's input rounding (relative 2^-8 per step) stays within 0.05 over the run."""
+    rounding of the model's input (relative 2^-8 per step) stays below 0.005 over the
+    run for samples of size about 0.3 (measured: 0.0009)."""
     kwargs = {"steps": 12, "channels": 3}
     ref = scale_space_sample(
         _Shrink(), degradation, 2, generator=torch.Generator().manual_seed(0), **kwargs
@@ -93,7 +94,7 @@ def test_sampler_bf16_close_to_fp32(degradation: ScaleSpaceDegradation) -> None:
     )
     assert low.dtype == torch.bfloat16 and low.shape == ref.shape == (2, 3, 16, 16)
     assert torch.isfinite(low).all()
-    assert float((low.float() - ref).abs().max()) < 0.05
+    assert float((low.float() - ref).abs().max()) < 0.005
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
