@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import sys
 from collections.abc import Callable
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -11,6 +16,7 @@ from torch import nn
 from scalemix import DDPMScheduler, DualScaleDenoiser, MLPDenoiser
 from scalemix.training import periodic_ema, train, train_ensemble
 
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "dual_scale_2d"
 SMALL = {"embedding_dim": 16, "hidden_dim": 32, "num_blocks": 2}
 SETTINGS = {"steps": 23, "batch_size": 48, "ema_every": 4, "grad_clip": 0.05}
 
@@ -129,3 +135,32 @@ def test_bad_input(kwargs: dict[str, object], match: str) -> None:
             args.pop("data"),  # type: ignore[arg-type]
             **args,  # type: ignore[arg-type]
         )
+
+
+def test_run_study_batched_matches_separate_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """run_study.py --batched reproduces the separate runs' losses, eval loss and KL."""
+    pytest.importorskip("matplotlib")
+    monkeypatch.syspath_prepend(str(EXAMPLE))
+    for name in ("run_study", "batched"):
+        sys.modules.pop(name, None)
+    import run_study
+
+    small = dataclasses.replace(run_study.QUICK, n_data=2_000, n_samples=500)
+    monkeypatch.setattr(run_study, "QUICK", small)
+    monkeypatch.setattr(run_study, "write_plots", lambda *args: None)
+    argv = ["--quick", "--steps", "4", "--datasets", "moons", "line", "--models", "baseline"]
+    argv += ["--threads", "1"]
+    runs = {}
+    for flag in ([], ["--batched"]):
+        out = tmp_path / ("batched" if flag else "separate")
+        run_study.main([*argv, *flag, "--out", str(out)])
+        data = json.loads((out / "results.json").read_text())
+        runs[bool(flag)] = {(r["dataset"], r["seed"]): r for r in data["runs"]}
+    assert runs[True].keys() == runs[False].keys() and len(runs[True]) == 2
+    for key, sep in runs[False].items():
+        bat = runs[True][key]
+        assert bat["batched"] is True
+        for field in ("losses", "eval_loss", "kl"):
+            np.testing.assert_allclose(bat[field], sep[field], rtol=1e-5, atol=1e-6)
