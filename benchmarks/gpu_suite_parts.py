@@ -246,21 +246,9 @@ def study_2d(ctx: Context) -> None:
     jobs = [(d, s) for d in STUDY_DATASETS for s in seeds]
     total_batched = total_separate = 0.0
     for model_name in STUDY_MODELS:
-        models = []
-        for _, seed in jobs:
-            torch.manual_seed(seed)
-            models.append(_study_model(model_name, ctx.tiny))
-        sets = [data[d] for d, _ in jobs]
-
-        def gens() -> list[torch.Generator]:
-            return [ctx.generator(seed) for _, seed in jobs]
-
+        per_step, vectorized = _ensemble_step(ctx, model_name, jobs, data, measured, False)
+        batched = per_step * STUDY_STEPS
         kwargs: dict[str, Any] = {"batch_size": 256, "device": ctx.device}
-        train_ensemble(models, scheduler, sets, generators=gens(), steps=2, **kwargs)
-        result = train_ensemble(
-            models, scheduler, sets, generators=gens(), steps=measured, **kwargs
-        )
-        batched = result.seconds / measured * STUDY_STEPS
         torch.manual_seed(0)
         single = _study_model(model_name, ctx.tiny).to(ctx.device)
         one = data[STUDY_DATASETS[0]]
@@ -272,7 +260,7 @@ def study_2d(ctx: Context) -> None:
         ctx.row(
             model=model_name,
             runs=len(jobs),
-            vectorized=result.vectorized,
+            vectorized=vectorized,
             batched_s_projected=batched,
             one_run_s_projected=separate,
             separate_runs_s_projected=separate * len(jobs),
@@ -282,6 +270,40 @@ def study_2d(ctx: Context) -> None:
         study_36_runs_separate_s=total_separate,
         speedup=total_separate / total_batched,
     )
+    backend = "eager" if ctx.tiny else "inductor"
+
+    def compiled() -> None:
+        per_step, vectorized = _ensemble_step(ctx, "baseline", jobs, data, measured, backend)
+        ctx.row(
+            model=f"baseline, compile={backend!r}",
+            runs=len(jobs),
+            vectorized=vectorized,
+            batched_s_projected=per_step * STUDY_STEPS,
+        )
+
+    ctx.attempt("compiled ensemble", compiled)
+
+
+def _ensemble_step(
+    ctx: Context,
+    model_name: str,
+    jobs: list[tuple[str, int]],
+    data: dict[str, torch.Tensor],
+    measured: int,
+    compile_arg: bool | str,
+) -> tuple[float, bool]:
+    """Seconds per step of one ensemble of the ``jobs`` (dataset, seed) of a model."""
+    models = []
+    for _, seed in jobs:
+        torch.manual_seed(seed)
+        models.append(_study_model(model_name, ctx.tiny))
+    sets = [data[d] for d, _ in jobs]
+    kwargs: dict[str, Any] = {"batch_size": 256, "device": ctx.device, "compile": compile_arg}
+    scheduler = DDPMScheduler(100)
+    for steps in (3, measured):  # warm-up (and compilation), then the timed run
+        gens = [ctx.generator(seed) for _, seed in jobs]
+        result = train_ensemble(models, scheduler, sets, generators=gens, steps=steps, **kwargs)
+    return result.seconds / measured, result.vectorized
 
 
 # ----------------------------------------------------------------------- parts 3-5

@@ -308,11 +308,11 @@ class _Wrap(nn.Module):
 def _vmap_works(
     call: Callable[..., Tensor], params: dict[str, Tensor], buffers: dict[str, Tensor], x: Tensor
 ) -> bool:
-    """Whether ``vmap`` can batch the model (probe on two points per copy, no grad)."""
+    """Whether ``vmap`` can batch the model's training forward (probe on two points per
+    copy, with autograd on, as in training)."""
     t = torch.zeros(x.shape[:2], dtype=torch.long, device=x.device)
     try:
-        with torch.no_grad():
-            vmap(call)(params, buffers, x, t)
+        vmap(call)(params, buffers, x, t)
     except RuntimeError as err:
         if "vmap" in str(err) or "batch" in str(err).lower():
             return False
