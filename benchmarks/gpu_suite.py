@@ -29,6 +29,7 @@ import datetime
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import time
@@ -76,20 +77,26 @@ def run_in_process(name: str, args: argparse.Namespace, cap: float) -> dict[str,
 
 
 def run_isolated(name: str, args: argparse.Namespace, cap: float) -> dict[str, Any]:
-    """Run one part in a child process killed after ``cap`` seconds."""
+    """Run one part in a child process (and process group) killed after ``cap`` seconds.
+
+    The child's output goes to ``parts/<name>.log``.
+    """
     path = part_file(args.out, name)
     path.unlink(missing_ok=True)
     cmd = [sys.executable, __file__, "--part", name, "--out", str(args.out)]
     cmd += ["--device", args.device, "--cap", str(cap)] + (["--tiny"] if args.tiny else [])
     start = time.perf_counter()
-    status, detail = "crashed", ""
-    try:
-        proc = subprocess.run(cmd, timeout=cap, capture_output=True, text=True)
-        detail = (proc.stdout + proc.stderr)[-2000:]
-    except subprocess.TimeoutExpired as err:
-        status = "timeout"
-        detail = f"killed after the part's cap of {cap:.0f} s; figures above were measured"
-        detail += "" if err.stderr is None else f"\n{str(err.stderr)[-1000:]}"
+    status, detail = "crashed", f"see {path.with_suffix('.log')}"
+    with path.with_suffix(".log").open("w") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            code = proc.wait(timeout=cap)
+            detail = f"exit code {code}; see {path.with_suffix('.log')}"
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)  # the part and any compile workers it started
+            proc.wait()
+            status = "timeout"
+            detail = f"killed after the part's cap of {cap:.0f} s; the figures above were measured"
     result: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
     if result.get("status") not in ("ok", "error"):
         result["status"] = status
@@ -112,6 +119,8 @@ def metadata(args: argparse.Namespace) -> dict[str, Any]:
     if device.type == "cuda":
         meta["gpu"] = torch.cuda.get_device_name(device)
         meta["cuda"] = torch.version.cuda
+        meta["tf32_matmul"] = True  # set by every part on CUDA (the 2D models run fp32)
+        meta["cudnn_benchmark"] = True
     return meta
 
 
