@@ -82,6 +82,7 @@ def run_isolated(name: str, args: argparse.Namespace, cap: float) -> dict[str, A
     The child's output goes to ``parts/<name>.log``.
     """
     path = part_file(args.out, name)
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.unlink(missing_ok=True)
     cmd = [sys.executable, __file__, "--part", name, "--out", str(args.out)]
     cmd += ["--device", args.device, "--cap", str(cap)] + (["--tiny"] if args.tiny else [])
