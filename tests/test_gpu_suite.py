@@ -32,3 +32,8 @@ def test_tiny_cpu_run(tmp_path: Path) -> None:
     assert sum(row["runs"] for row in study["rows"] if "compile" not in row["model"]) == 36
     markdown = (tmp_path / "results.md").read_text()
     assert all(f"## {name}: ok" in markdown for name in saved["parts"])
+    # the GPU path: a part in its own process, its figures read back from parts/<name>.json
+    argv = ["--device", "cpu", "--tiny", "--isolate", "yes", "--parts", "celeba_preset"]
+    iso = gpu_suite.main([*argv, "--out", str(tmp_path / "isolated")])
+    assert iso["parts"]["celeba_preset"]["status"] == "ok"
+    assert iso["parts"]["celeba_preset"]["rows"][0]["preset"] == "smoke"
