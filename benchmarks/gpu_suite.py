@@ -45,11 +45,11 @@ from gpu_suite_parts import PARTS, Context
 
 #: seconds per part on a GPU (their sum stays under 5 minutes with process start-up)
 CAPS = {
-    "step_ratio": 80.0,
+    "step_ratio": 95.0,
     "study_2d": 45.0,
-    "ssd_sampling": 50.0,
-    "unet_training": 50.0,
-    "celeba_preset": 40.0,
+    "ssd_sampling": 45.0,
+    "unet_training": 45.0,
+    "celeba_preset": 35.0,
 }
 TINY_CAP = 40.0
 
