@@ -1,6 +1,6 @@
 """One-command GPU benchmark suite: writes ``results.json`` and ``results.md`` into ``--out``.
 
-Parts (``gpu_suite_parts.py``), each with its own time cap:
+Parts (``gpu_suite_parts.py`` and ``gpu_suite_unet.py``), each with its own time cap:
 
 1. ``step_ratio``: dual-scale / baseline training-step time (eager, compiled, CUDA graphs)
    and the same ratio inside ``scalemix.training.train``;
@@ -41,7 +41,16 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from gpu_suite_parts import PARTS, Context
+from gpu_suite_parts import Context, step_ratio, study_2d
+from gpu_suite_unet import celeba_preset, ssd_sampling, unet_training
+
+PARTS = {
+    "step_ratio": step_ratio,
+    "study_2d": study_2d,
+    "ssd_sampling": ssd_sampling,
+    "unet_training": unet_training,
+    "celeba_preset": celeba_preset,
+}
 
 #: seconds per part on a GPU (their sum stays under 5 minutes with process start-up)
 CAPS = {

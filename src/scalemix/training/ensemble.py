@@ -31,15 +31,16 @@ import copy
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, get_args
+from typing import get_args
 
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state, vmap
 from torch.optim.lr_scheduler import CosineAnnealingLR
 
-from .._utils import check_choice, check_finite, progress_bar
+from .._utils import check_choice, progress_bar
 from ..scheduler import DDPMScheduler
+from ._stacking import Wrap, check_models, clip_per_copy, stack_data, unstack, vmap_works
 from .loop import Batching, LossName, _batches, _check_positive
 from .losses import draw_noise_and_timesteps, vlb_term
 from .precision import Precision, autocast_context, compile_model, grad_scaler
@@ -87,53 +88,6 @@ class EnsembleResult:
     losses: Tensor
     seconds: float
     vectorized: bool
-
-
-def _stack_data(data: Tensor | Sequence[Tensor], n: int, device: torch.device) -> Tensor:
-    """``(N, n_data, ...)``: one shared tensor (expanded, no copy) or ``N`` equal shapes."""
-    if isinstance(data, Tensor):
-        items: list[Tensor] = [data]
-    else:
-        items = list(data)
-        if len(items) != n:
-            raise ValueError(f"data must be one tensor or {n} tensors, got {len(items)}")
-    for i, item in enumerate(items):
-        if not isinstance(item, Tensor) or item.ndim < 2 or item.shape[0] == 0:
-            got = tuple(item.shape) if isinstance(item, Tensor) else type(item).__name__
-            raise ValueError(f"data[{i}] must have shape (N, ...) with N >= 1, got {got}")
-        if item.shape != items[0].shape:
-            raise ValueError(
-                f"every data set must have one shape; got {tuple(items[0].shape)} and "
-                f"{tuple(item.shape)}"
-            )
-        check_finite(f"data[{i}]", item)
-    if len(items) == 1:
-        return items[0].to(device).unsqueeze(0).expand(n, *items[0].shape)
-    return torch.stack([item.to(device) for item in items])
-
-
-def _check_models(models: Sequence[nn.Module]) -> None:
-    if len(models) < 1:
-        raise ValueError("models must hold at least one model")
-    first = models[0]
-    shapes = [(k, v.shape) for k, v in first.state_dict().items()]
-    for i, model in enumerate(models):
-        if (
-            type(model) is not type(first)
-            or [(k, v.shape) for k, v in model.state_dict().items()] != shapes
-        ):
-            raise ValueError(
-                f"models[{i}] ({type(model).__name__}) differs from models[0] "
-                f"({type(first).__name__}) in type or parameter shapes"
-            )
-
-
-def _clip_per_copy(grads: list[Tensor], max_norm: float) -> None:
-    """Scale each copy's gradients so that their global norm is at most ``max_norm``."""
-    norms = torch.stack([g.flatten(1).norm(dim=1) for g in grads], dim=1)  # (N, P)
-    coef = (max_norm / (norms.norm(dim=1) + 1e-6)).clamp(max=1.0)  # (N,)
-    for g in grads:
-        g.mul_(coef.view(-1, *([1] * (g.ndim - 1))))
 
 
 def train_ensemble(
@@ -192,7 +146,7 @@ def train_ensemble(
         ValueError: models of different types or shapes, ``len(generators) != N``,
             invalid settings as in ``train``, or a loss that becomes NaN or infinite.
     """
-    _check_models(models)
+    check_models(models)
     n = len(models)
     if len(generators) != n:
         raise ValueError(
@@ -222,7 +176,7 @@ def train_ensemble(
         raise ValueError("the models have no trainable parameters")
     states = list(params.values()) + list(buffers.values())
     ema_states = [v.detach().clone() for v in states]
-    data_stack = _stack_data(data, n, target).to(dtype=first.dtype)
+    data_stack = stack_data(data, n, target).to(dtype=first.dtype)
     rows = torch.arange(n, device=target).unsqueeze(1)
 
     base = copy.deepcopy(models[0]).to("meta")
@@ -242,10 +196,10 @@ def train_ensemble(
             ]
         )
 
-    vectorized = _vmap_works(call_one, params, buffers, data_stack[:, :2])
+    vectorized = vmap_works(call_one, params, buffers, data_stack[:, :2])
     forward: Callable[..., Tensor] = vmap(call_one) if vectorized else call_looped
     if compile is not False:
-        forward = compile_model(_Wrap(forward), compile)
+        forward = compile_model(Wrap(forward), compile)
 
     fused = target.type in ("cpu", "cuda")
     optimizer = torch.optim.AdamW(plist, lr=lr, weight_decay=weight_decay, fused=fused)
@@ -271,7 +225,7 @@ def train_ensemble(
         if scaler is not None:
             scaler.unscale_(optimizer)
         if grad_clip is not None:
-            _clip_per_copy([p.grad for p in plist if p.grad is not None], grad_clip)
+            clip_per_copy([p.grad for p in plist if p.grad is not None], grad_clip)
         if scaler is None:
             optimizer.step()
         else:
@@ -290,34 +244,8 @@ def train_ensemble(
         if check and not bool(torch.isfinite(losses[:, step - 1]).all()):
             raise ValueError(f"a training loss became non-finite at step {step}")
     seconds = time.perf_counter() - start
-    trained, averaged = _unstack(models, states, ema_states, target)
+    trained, averaged = unstack(models, states, ema_states, target)
     return EnsembleResult(trained, averaged, losses.cpu(), seconds, vectorized)
-
-
-class _Wrap(nn.Module):
-    """Holds a function so that :func:`compile_model` can compile it."""
-
-    def __init__(self, fn: Callable[..., Tensor]) -> None:
-        super().__init__()
-        self.fn = fn
-
-    def forward(self, *args: Any) -> Tensor:
-        return self.fn(*args)
-
-
-def _vmap_works(
-    call: Callable[..., Tensor], params: dict[str, Tensor], buffers: dict[str, Tensor], x: Tensor
-) -> bool:
-    """Whether ``vmap`` can batch the model's training forward (probe on two points per
-    copy, with autograd on, as in training)."""
-    t = torch.zeros(x.shape[:2], dtype=torch.long, device=x.device)
-    try:
-        vmap(call)(params, buffers, x, t)
-    except RuntimeError as err:
-        if "vmap" in str(err) or "batch" in str(err).lower():
-            return False
-        raise
-    return True
 
 
 def _losses(
@@ -343,28 +271,3 @@ def _losses(
     kl = vlb_term(scheduler, pred.flatten(0, 1).float(), flat, x_t, t)
     total: Tensor = mse + kl_weight * kl.reshape(n, -1).mean(dim=1)
     return total
-
-
-def _unstack(
-    models: Sequence[nn.Module],
-    states: list[Tensor],
-    ema_states: list[Tensor],
-    device: torch.device,
-) -> tuple[list[nn.Module], list[nn.Module]]:
-    """Copy slice ``k`` of the stacked weights into ``models[k]`` and into an EMA copy."""
-    trained: list[nn.Module] = []
-    averaged: list[nn.Module] = []
-    for k, model in enumerate(models):
-        model.to(device)
-        targets = list(model.parameters()) + list(model.buffers())
-        ema_model = copy.deepcopy(model)
-        ema_targets = list(ema_model.parameters()) + list(ema_model.buffers())
-        with torch.no_grad():
-            for dst, ema_dst, src, ema_src in zip(
-                targets, ema_targets, states, ema_states, strict=True
-            ):
-                dst.copy_(src[k])
-                ema_dst.copy_(ema_src[k])
-        trained.append(model)
-        averaged.append(ema_model)
-    return trained, averaged
