@@ -26,6 +26,7 @@ from .._utils import check_choice
 __all__ = ["Precision", "autocast_context", "compile_model", "grad_scaler"]
 
 Precision = Literal["fp32", "bf16", "fp16"]
+"""Arithmetic of the forward pass and the loss (module docstring)."""
 
 _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
