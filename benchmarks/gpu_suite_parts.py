@@ -230,7 +230,8 @@ def study_2d(ctx: Context) -> None:
             ctx.note(f"{name}: substituted by a moons draw of the same size ({err})")
     ctx.note(
         f"wall times are projected to {STUDY_STEPS} steps per run from {measured} measured "
-        "steps (after a warm-up); training only (no sampling or KL evaluation)"
+        "steps (after a warm-up); training only (no sampling or KL evaluation); separate "
+        "runs: one run of each model measured, multiplied by its 12 runs"
     )
     jobs = [(d, s) for d in STUDY_DATASETS for s in seeds]
     total_batched = total_separate = 0.0
