@@ -7,6 +7,7 @@ to the paper's numbers, plus plots of samples, alpha(t) and training losses.
 
     python examples/dual_scale_2d/run_study.py --out outputs/study          # full study
     python examples/dual_scale_2d/run_study.py --quick --out outputs/quick  # ~2 minutes
+    python examples/dual_scale_2d/run_study.py --batched --device cuda        # one GPU
 """
 
 from __future__ import annotations
@@ -143,6 +144,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--jobs", type=int, default=1, help="runs in parallel processes")
     p.add_argument("--threads", type=int, default=None, help="torch threads per run")
     p.add_argument("--resume", action="store_true", help="keep the finished runs in runs.jsonl")
+    p.add_argument("--batched", action="store_true", help="train each model's runs as one ensemble")
+    p.add_argument("--device", default="cpu", help="training device of --batched (e.g. cuda)")
     return p.parse_args(argv)
 
 
@@ -178,7 +181,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             flush=True,
         )
 
-    if args.jobs == 1:
+    if args.batched:  # train_ensemble per model, see batched.py
+        from batched import run_batched
+
+        for i, r in enumerate(run_batched(jobs, cfg, threads, args.device)):
+            record(r, i)
+    elif args.jobs == 1:
         for i, (d, m, s) in enumerate(jobs):
             record(run_one(d, m, s, cfg, threads, progress=True), i)
     else:

@@ -38,12 +38,23 @@ from .respacing import Spacing, respaced_timesteps
 __all__ = ["ScaleSpaceDegradation"]
 
 
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def _compute_dtype(x: Tensor) -> torch.dtype:
+    """float32 for half-precision inputs (the antialiased resize and the closed-form
+    root run in float32), else the input's own dtype."""
+    return torch.float32 if x.dtype in _LOW_PRECISION else x.dtype
+
+
 class ScaleSpaceDegradation:
     r"""The Scale Space Diffusion forward process and its exact reverse step.
 
     Implements :class:`~scalemix.degradation.LinearDegradation` and
     :class:`~scalemix.degradation.SupportsCovarianceRoot`. Holds only precomputed
     float64 CPU buffers; every method is a pure function of its arguments.
+    float16 and bfloat16 images are accepted: the antialiased resize and the
+    closed-form root run in float32 and the results come back in the input's dtype.
 
     The pyramid is either ``resolutions`` (explicit, strictly decreasing, e.g.
     ``(64, 40, 24, 16)``) or :func:`~scalemix.degradation.pyramid_sizes` ``(image_size,
@@ -193,7 +204,8 @@ class ScaleSpaceDegradation:
             Shape ``(b, c, r(t), r(t))``.
         """
         check_state("x0", x0, (self.image_size, self.image_size))
-        return self._down_to(x0, self._batch_resolution(t, x0.shape[0]))
+        r = self._batch_resolution(t, x0.shape[0])
+        return self._down_to(x0.to(_compute_dtype(x0)), r).to(x0.dtype)
 
     def _down_to(self, x: Tensor, r: int) -> Tensor:
         for size in self.pyramid.sizes:  # descending: one resize per level
@@ -217,8 +229,10 @@ class ScaleSpaceDegradation:
         r = self._batch_resolution(t, b)
         check_state("noise", noise, (r, r), batch=b, channels=c)
         tt = torch.as_tensor(t).cpu().long().expand(b)
-        abar = self._abar[tt].to(device=x0.device, dtype=x0.dtype).view(b, 1, 1, 1)
-        return abar.sqrt() * self._down_to(x0, r) + (1.0 - abar).sqrt() * noise
+        work = _compute_dtype(x0)
+        abar = self._abar[tt].to(device=x0.device, dtype=work).view(b, 1, 1, 1)
+        x_t = abar.sqrt() * self._down_to(x0.to(work), r) + (1.0 - abar).sqrt() * noise.to(work)
+        return x_t.to(x0.dtype)
 
     def target(self, x0: Tensor, t: Tensor | int) -> Tensor:
         r"""The training target :math:`D_{0:t-1}(x_0)` at the next resolution :math:`r(t-1)`.
@@ -232,7 +246,8 @@ class ScaleSpaceDegradation:
             Shape ``(b, c, r(t-1), r(t-1))``.
         """
         check_state("x0", x0, (self.image_size, self.image_size))
-        return self._down_to(x0, self._batch_resolution(t, x0.shape[0], offset=-1))
+        r = self._batch_resolution(t, x0.shape[0], offset=-1)
+        return self._down_to(x0.to(_compute_dtype(x0)), r).to(x0.dtype)
 
     def _step_sizes(self, t: int) -> tuple[int, int]:
         """``(r(t-1), r(t))`` for a step index ``t`` in ``[0, T)``."""
@@ -298,10 +313,11 @@ class ScaleSpaceDegradation:
             )
         lam = spec.eigenvalues
         scale = (1.0 - kappa * lam[:, None] * lam[None, :]).clamp(min=0.0).sqrt()
-        u = spec.eigenvectors.to(device=xi.device, dtype=xi.dtype)
-        scale = (co.sigma_s * scale).to(device=xi.device, dtype=xi.dtype)
-        z = u.T @ xi @ u
-        return u @ (scale * z) @ u.T
+        work = _compute_dtype(xi)
+        u = spec.eigenvectors.to(device=xi.device, dtype=work)
+        scale = (co.sigma_s * scale).to(device=xi.device, dtype=work)
+        z = u.T @ xi.to(work) @ u
+        return (u @ (scale * z) @ u.T).to(xi.dtype)
 
     def reverse_step(
         self,
@@ -318,18 +334,22 @@ class ScaleSpaceDegradation:
         """One ancestral step; see :func:`scalemix.degradation.reverse_step`.
 
         ``x0_pred`` has shape ``(b, c, r(s), r(s))`` and ``x_t`` ``(b, c, r(t), r(t))``.
+        Half-precision (float16, bfloat16) inputs are stepped in float32 and the outputs
+        returned in ``x_t``'s dtype.
         """
-        return reverse_step(
+        work = _compute_dtype(x_t)
+        out = reverse_step(
             self,
-            x0_pred,
+            x0_pred.to(work),
             t,
-            x_t,
+            x_t.to(work),
             prev_t=prev_t,
             method=method,
             generator=generator,
-            noise=noise,
+            noise=None if noise is None else noise.to(work),
             clip_sample=clip_sample,
         )
+        return StepOutput(*(v.to(x_t.dtype) for v in out))
 
     def __repr__(self) -> str:
         return (

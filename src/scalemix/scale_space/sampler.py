@@ -105,7 +105,10 @@ def scale_space_sample(
             ``(index, t, x_t, pred_original_sample, prev_sample)``; shapes change with
             the resolution.
         device: device of the samples (default: the generator's device, else CPU).
-        dtype: dtype of the samples.
+        dtype: dtype of the samples and of the model's input. With float16 or
+            bfloat16 the model runs in that dtype while the state and the reverse
+            steps (resize, closed-form root) are kept in float32; the callback sees
+            float32 states.
         x_T: optional starting noise of shape ``(b, c, *spatial_shape(T - 1))``.
         upsample_top_level: the reference implementation's variant: on the step into
             full resolution, upsample :math:`x_t` bilinearly to full size and ask the
@@ -147,12 +150,13 @@ def scale_space_sample(
             "use spacing='even' (it keeps t=0) or more steps"
         )
     start_shape = (batch_size, channels, *degradation.spatial_shape(ts[0]))
+    work = torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
     if x_T is None:
-        x = randn(start_shape, generator=generator, device=device, dtype=dtype)
+        x = randn(start_shape, generator=generator, device=device, dtype=dtype).to(work)
     else:
         if tuple(x_T.shape) != start_shape:
             raise ValueError(f"x_T must have shape {start_shape}, got {tuple(x_T.shape)}")
-        x = check_finite("x_T", x_T).to(device=device, dtype=dtype)
+        x = check_finite("x_T", x_T).to(device=device, dtype=dtype).to(work)
     # final_step="reference": the last step goes from t to t (s = max(t - 1, 0) at t = 0)
     targets = [*ts[1:], -1 if final_step == "x0_prediction" else ts[-1]]
     for i in progress_bar(range(len(ts)), enabled=progress, total=len(ts), desc="sampling"):
@@ -162,7 +166,7 @@ def scale_space_sample(
         model_in = x
         if upsample_top_level and s_shape == full_shape != tuple(x.shape[2:]):
             model_in = F.interpolate(x, size=s_shape, mode="bilinear", align_corners=False)
-        x0_pred = model(model_in, t_batch, out_size=_out_size(s_shape))
+        x0_pred = model(model_in.to(dtype), t_batch, out_size=_out_size(s_shape))
         expected = (batch_size, channels, *s_shape)
         if not isinstance(x0_pred, Tensor) or tuple(x0_pred.shape) != expected:
             got = tuple(x0_pred.shape) if isinstance(x0_pred, Tensor) else type(x0_pred)
@@ -187,4 +191,4 @@ def scale_space_sample(
         if callback is not None:
             callback(SamplingState(i, t, x, out.pred_original_sample, out.prev_sample))
         x = out.prev_sample
-    return x
+    return x.to(dtype)

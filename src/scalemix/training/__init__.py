@@ -9,9 +9,12 @@ from .checkpoint import list_checkpoints as list_checkpoints
 from .checkpoint import load_checkpoint as load_checkpoint
 from .checkpoint import save_checkpoint as save_checkpoint
 from .checkpoint import verify_checkpoint as verify_checkpoint
+from .ensemble import EmaSchedule as EmaSchedule
+from .ensemble import EnsembleResult as EnsembleResult
+from .ensemble import periodic_ema as periodic_ema
+from .ensemble import train_ensemble as train_ensemble
 from .image_config import ImageTrainConfig as ImageTrainConfig
 from .image_config import LRScheduleName as LRScheduleName
-from .image_config import Precision as Precision
 from .image_config import lr_factor as lr_factor
 from .image_trainer import ImageLoss as ImageLoss
 from .image_trainer import ImageTrainResult as ImageTrainResult
@@ -28,11 +31,17 @@ from .losses import eps_mse_loss as eps_mse_loss
 from .losses import evaluate_eps_mse as evaluate_eps_mse
 from .losses import hybrid_loss as hybrid_loss
 from .losses import vlb_term as vlb_term
+from .precision import Precision as Precision
+from .precision import autocast_context as autocast_context
+from .precision import compile_model as compile_model
+from .precision import grad_scaler as grad_scaler
 
 __all__ = [
     "Batching",
     "Checkpoint",
     "CheckpointError",
+    "EmaSchedule",
+    "EnsembleResult",
     "ImageLoss",
     "ImageTrainConfig",
     "ImageTrainResult",
@@ -43,16 +52,21 @@ __all__ = [
     "Precision",
     "TrainResult",
     "TrainState",
+    "autocast_context",
+    "compile_model",
     "draw_noise_and_timesteps",
     "eps_mse_loss",
     "evaluate_eps_mse",
     "find_latest_checkpoint",
+    "grad_scaler",
     "hybrid_loss",
     "list_checkpoints",
     "load_checkpoint",
     "lr_factor",
+    "periodic_ema",
     "save_checkpoint",
     "train",
+    "train_ensemble",
     "train_images",
     "verify_checkpoint",
     "vlb_term",

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from typing import Literal, get_args
 
 from .._utils import check_choice
+from .precision import Precision
 
-__all__ = ["ImageTrainConfig", "LRScheduleName", "Precision", "lr_factor"]
+__all__ = ["ImageTrainConfig", "LRScheduleName", "lr_factor"]
 
-Precision = Literal["fp32", "bf16", "fp16"]
 LRScheduleName = Literal["constant", "cosine", "linear"]
 
 

@@ -48,6 +48,7 @@ from torch.utils.data import DataLoader
 from ._resumable import DataStream, rng_state, set_rng_state
 from .checkpoint import find_latest_checkpoint, load_checkpoint, save_checkpoint
 from .image_config import ImageTrainConfig, lr_factor
+from .precision import autocast_context
 
 __all__ = [
     "ImageLoss",
@@ -55,8 +56,6 @@ __all__ = [
     "ImageTrainState",
     "train_images",
 ]
-
-_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class ImageLoss(Protocol):
@@ -241,7 +240,7 @@ def train_images(
             device_ids=[dev.index] if dev.type == "cuda" else None,
             find_unused_parameters=find_unused_parameters,
         )
-    autocast_dtype = _DTYPES.get(config.precision, torch.float32)
+    amp = autocast_context(config.precision, dev)
     every = config.checkpoint_every
     bar = None
     if progress and rank == 0:
@@ -257,9 +256,7 @@ def train_images(
             last = micro == config.accumulation - 1
             sync = nullcontext() if world == 1 or last else net.no_sync()  # type: ignore[operator]
             with sync:
-                with torch.autocast(
-                    dev.type, dtype=autocast_dtype, enabled=config.precision != "fp32"
-                ):
+                with amp:
                     value = loss(net, batch, generator)
                 scaler.scale(value / config.accumulation).backward()  # type: ignore[no-untyped-call]
             total += value.detach().float()

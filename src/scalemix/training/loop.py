@@ -41,6 +41,7 @@ from .._utils import check_choice, check_finite, progress_bar
 from ..scheduler import DDPMScheduler
 from ._loop_resume import LoopCheckpoints
 from .losses import LossFn, eps_mse_loss, hybrid_loss
+from .precision import Precision, autocast_context, compile_model, grad_scaler
 
 __all__ = ["Batching", "LossName", "TrainResult", "TrainState", "train"]
 
@@ -141,6 +142,8 @@ def train(
     device: torch.device | str | None = None,
     checkpoint_dir: str | Path | None = None,
     checkpoint_every: int | None = None,
+    precision: Precision = "fp32",
+    compile: bool | str = False,
 ) -> TrainResult:
     """Train ``model`` in place on ``data`` (see the module docstring for the recipe).
 
@@ -170,6 +173,10 @@ def train(
             ``generator`` the resumed run equals an uninterrupted one on the CPU.
             ``losses`` of the result then cover the whole run. ``None``: no files.
         checkpoint_every: steps between checkpoints (``None``: only after the last).
+        precision: ``"fp32"``, ``"bf16"`` (autocast) or ``"fp16"`` (autocast and a
+            gradient scaler); see :mod:`scalemix.training.precision`.
+        compile: ``True`` or a backend name to run the model through
+            :func:`torch.compile` (see :func:`~scalemix.training.compile_model`).
 
     Returns:
         A :class:`TrainResult`.
@@ -208,6 +215,9 @@ def train(
     lr_schedule = CosineAnnealingLR(optimizer, T_max=steps)
     ema_fn = get_ema_multi_avg_fn(ema_decay)  # type: ignore[no-untyped-call]
     ema = AveragedModel(model, multi_avg_fn=ema_fn, use_buffers=True)
+    amp = autocast_context(precision, target_device)
+    scaler = grad_scaler(precision, target_device)
+    step_model = compile_model(model, compile)
     losses = torch.zeros(steps, dtype=torch.float32, device=target_device)
     batches = _batches(data.shape[0], batch_size, batching, generator)
     per_epoch = -(-data.shape[0] // batch_size) if batching == "epoch" else 1
@@ -224,12 +234,19 @@ def train(
             ckpt.before_batch(step, per_epoch, generator)
         x0 = data[next(batches).to(target_device)]
         step_lr = optimizer.param_groups[0]["lr"]
-        loss_value = loss_fn(model, scheduler, x0, generator=generator)
+        with amp:
+            loss_value = loss_fn(step_model, scheduler, x0, generator=generator)
         optimizer.zero_grad(set_to_none=True)
-        torch.autograd.backward(loss_value)
+        torch.autograd.backward(loss_value if scaler is None else scaler.scale(loss_value))
+        if scaler is not None:
+            scaler.unscale_(optimizer)
         if grad_clip is not None:
             nn.utils.clip_grad_norm_(params, grad_clip, foreach=True)
-        optimizer.step()
+        if scaler is None:
+            optimizer.step()
+        else:
+            scaler.step(optimizer)
+            scaler.update()
         lr_schedule.step()
         if step % ema_every == 0:
             ema.update_parameters(model)
