@@ -16,7 +16,16 @@ from typing import Literal, NamedTuple, get_args
 import torch
 from torch import Tensor
 
-from ._utils import append_dims, as_timesteps, check_choice, check_finite, gather, randn
+from ._utils import (
+    append_dims,
+    as_timesteps,
+    check_choice,
+    check_floating,
+    debug_check_finite,
+    gather,
+    randn,
+    range_checked,
+)
 from .schedules import (
     BetaScheduleName,
     TimestepSpacing,
@@ -138,6 +147,7 @@ class DDPMScheduler:
         )
         # abar indexed by t + 1 so that t = -1 ("clean data") maps to abar = 1.
         self._abar_ext = torch.cat([one, self.alphas_cumprod])
+        self._device_tables: dict[torch.device, Tensor] = {self._abar_ext.device: self._abar_ext}
 
     def __repr__(self) -> str:
         return (
@@ -147,38 +157,51 @@ class DDPMScheduler:
         )
 
     # ------------------------------------------------------------------ helpers
+    def _table(self, device: torch.device) -> Tensor:
+        r""":math:`\bar\alpha_{t}` for ``t = -1 .. T-1`` (index ``t + 1``) on ``device``.
+
+        Copied to each device once and cached, so that a step gathers on the device of
+        its data (no host round trip). float64 except on MPS, which has no float64.
+        """
+        table = self._device_tables.get(device)
+        if table is None:
+            dtype = torch.float32 if device.type == "mps" else torch.float64
+            table = self._abar_ext.to(device=device, dtype=dtype)
+            self._device_tables[device] = table
+        return table
+
     def _t(self, t: Tensor | int, x: Tensor) -> Tensor:
         return as_timesteps(t, x.shape[0], self.num_train_timesteps, x.device)
 
     def _prev_t(self, prev_t: Tensor | int | None, t: Tensor, x: Tensor) -> Tensor:
         if prev_t is None:
             return t - 1
-        # shift by one so that -1 ("clean data") becomes a valid index into [0, T]
-        try:
-            s = as_timesteps(prev_t + 1, x.shape[0], self.num_train_timesteps + 1, x.device) - 1
-        except ValueError as err:
-            raise ValueError(
-                f"prev_t must be a scalar or a ({x.shape[0]},) integer tensor with values in "
-                f"[-1, {self.num_train_timesteps - 1}] (-1 means clean data)"
-            ) from err
-        if bool((s >= t).any()):
-            raise ValueError("prev_t must be smaller than t for every batch element")
-        return s
+        s = as_timesteps(
+            prev_t, x.shape[0], self.num_train_timesteps, x.device, name="prev_t", low=-1
+        )
+        if range_checked(s):
+            if s.numel() > 0 and bool((s >= t).any()):
+                raise ValueError("prev_t must be smaller than t for every batch element")
+            return s
+        # unchecked (accelerator / compiled): s >= t indexes past the table, giving NaN
+        return torch.where(s < t, s, self.num_train_timesteps)
 
     @staticmethod
     def _check_pair(name: str, a: Tensor, x_t: Tensor) -> None:
+        check_floating(name, a)
         if a.shape != x_t.shape:
             raise ValueError(
                 f"{name} must have the shape of x_t {tuple(x_t.shape)}, got {tuple(a.shape)}"
             )
-        check_finite(name, a)
+        debug_check_finite(name, a)
 
     def _abar(self, t: Tensor, like: Tensor) -> Tensor:
-        return gather(self._abar_ext, t + 1, like)
+        return gather(self._table(like.device), t + 1, like)
 
     def _abar64(self, t: Tensor, like: Tensor) -> Tensor:
-        """float64 CPU coefficients of shape (b, 1, ..., 1); cast later with ``_cast``."""
-        return append_dims(self._abar_ext[t.cpu() + 1], like.ndim)
+        """float64 coefficients of shape (b, 1, ..., 1) on ``like``'s device; see ``_cast``."""
+        table = self._table(like.device)
+        return gather(table, t + 1, like, dtype=table.dtype)
 
     # ------------------------------------------------------------ forward process
     def add_noise(self, x0: Tensor, noise: Tensor, t: Tensor | int) -> Tensor:
@@ -192,13 +215,14 @@ class DDPMScheduler:
             t: int or int64 tensor of shape ``(b,)`` with values in ``[0, T)``.
 
         Returns:
-            :math:`x_t`, shape and dtype of ``x0``.
+            :math:`x_t`, shape and dtype of ``x0`` (``noise`` is cast to that dtype).
         """
+        check_floating("x0", x0)
         self._check_pair("noise", noise, x0)
-        check_finite("x0", x0)
+        debug_check_finite("x0", x0)
         tt = self._t(t, x0)
         abar = self._abar(tt, x0)
-        return abar.sqrt() * x0 + (1.0 - abar).sqrt() * noise
+        return abar.sqrt() * x0 + (1.0 - abar).sqrt() * noise.to(x0.dtype)
 
     def velocity(self, x0: Tensor, noise: Tensor, t: Tensor | int) -> Tensor:
         r"""The v target (Salimans & Ho, 2022, eq. 12).
@@ -332,7 +356,7 @@ class DDPMScheduler:
             prev_t: ``(b,)`` or int in ``[-1, t)``; ``-1`` is clean data.
         """
         self._check_pair("x0", x0, x_t)
-        check_finite("x_t", x_t)
+        debug_check_finite("x_t", x_t)
         tt = self._t(t, x_t)
         return self._posterior(x0, x_t, tt, self._prev_t(prev_t, tt, x_t))
 
@@ -379,13 +403,13 @@ class DDPMScheduler:
             :class:`StepOutput` ``(prev_sample, pred_original_sample)``.
         """
         self._check_pair("model_output", model_output, x_t)
-        check_finite("x_t", x_t)
+        debug_check_finite("x_t", x_t)
         tt = self._t(t, x_t)
         s = self._prev_t(prev_t, tt, x_t)
         x0 = self._x0_hat(model_output, x_t, tt)
         post = self._posterior(x0, x_t, tt, s)
         z = self._noise(noise, x_t, generator)
-        keep = _cast(append_dims((s >= 0).to(torch.float64), x_t.ndim), x_t)
+        keep = append_dims((s >= 0).to(x_t.dtype), x_t.ndim)
         return StepOutput(post.mean + keep * post.variance.sqrt() * z, x0)
 
     def ddim_step(
@@ -414,7 +438,7 @@ class DDPMScheduler:
         if not eta >= 0.0:
             raise ValueError(f"eta must be >= 0, got {eta}")
         self._check_pair("model_output", model_output, x_t)
-        check_finite("x_t", x_t)
+        debug_check_finite("x_t", x_t)
         tt = self._t(t, x_t)
         s = self._prev_t(prev_t, tt, x_t)
         x0 = self._x0_hat(model_output, x_t, tt)

@@ -34,6 +34,16 @@ from .respacing import respaced_timesteps
 __all__ = ["ScaleSpaceDegradation"]
 
 
+@torch.compiler.assume_constant_result
+def _max_eigenvalue(n: int) -> float:
+    r""":math:`\lambda_{\max}(D^\top D)` of the ``n -> n/2`` downsample, a Python float.
+
+    A constant of ``n`` (the spectrum is cached): marked as such so that a compiled
+    reverse step reads no tensor value back.
+    """
+    return float(downsample_spectrum(n, dtype=torch.float64).eigenvalues.max())
+
+
 class ScaleSpaceDegradation:
     r"""The Scale Space Diffusion forward process and its exact reverse step.
 
@@ -250,13 +260,13 @@ class ScaleSpaceDegradation:
                 f"(r={r_t}) -> prev_t={prev_t} (r={r_s}) spans more: use "
                 "degradation.timesteps() for respacing or method='lanczos'"
             )
-        spec = downsample_spectrum(r_s, dtype=torch.float64)
-        lam_max = float(spec.eigenvalues.max())
+        lam_max = _max_eigenvalue(r_s)
         if kappa * lam_max**2 >= 1.0:
             raise ValueError(
                 f"the reverse covariance of t={t} -> prev_t={prev_t} is not PSD: "
                 f"rho c^2 max(lam)^2 = {kappa * lam_max**2:.4f} >= 1"
             )
+        spec = downsample_spectrum(r_s, dtype=torch.float64)
         lam = spec.eigenvalues
         scale = (1.0 - kappa * lam[:, None] * lam[None, :]).clamp(min=0.0).sqrt()
         u = spec.eigenvectors.to(device=xi.device, dtype=xi.dtype)
