@@ -6,10 +6,11 @@ input fails with the same kind of message everywhere.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from typing import TypeVar
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar, cast
 
 import numpy as np
+import numpy.typing as npt
 import torch
 from torch import Tensor
 
@@ -18,6 +19,7 @@ from .debug import values_checked
 __all__ = [
     "append_dims",
     "as_timesteps",
+    "assume_constant",
     "check_choice",
     "check_finite",
     "check_floating",
@@ -29,6 +31,14 @@ __all__ = [
 ]
 
 _T = TypeVar("_T")
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def assume_constant(fn: _F) -> _F:
+    """:func:`torch.compiler.assume_constant_result`, typed: ``fn`` of constant arguments
+    (ints, schedule objects) returns a constant, which a compiled graph embeds instead of
+    tracing (and breaking on) the tensor reads inside ``fn``."""
+    return cast(_F, torch.compiler.assume_constant_result(fn))  # type: ignore[no-untyped-call]
 
 
 def append_dims(x: Tensor, target_ndim: int) -> Tensor:
@@ -106,7 +116,7 @@ def range_checked(t: Tensor) -> bool:
 
 
 def as_timesteps(
-    t: Tensor | int,
+    t: Tensor | int | np.integer[Any] | npt.NDArray[np.integer[Any]],
     batch: int,
     num_timesteps: int,
     device: torch.device,

@@ -34,7 +34,7 @@ from typing import Literal, NamedTuple, get_args
 import torch
 from torch import Tensor
 
-from .._utils import check_choice, debug_check_finite, randn
+from .._utils import assume_constant, check_choice, debug_check_finite, randn
 from ..scheduler import StepOutput
 from ._checks import check_state, shared_timestep
 from .lanczos import lanczos_function, power_iteration
@@ -97,7 +97,7 @@ def posterior_coefficients(
     return _coefficients(degradation, t_, s)
 
 
-@torch.compiler.assume_constant_result
+@assume_constant
 def _coefficients(degradation: LinearDegradation, t: int, s: int) -> PosteriorCoefficients:
     """The coefficients of a validated step ``t -> s``: a constant of ``(degradation, t, s)``.
 

@@ -22,6 +22,7 @@ import math
 import torch
 from torch import Tensor
 
+from .._utils import assume_constant
 from ..scheduler import StepOutput
 from ..schedules import BetaScheduleName, make_beta_schedule
 from ._checks import check_state, shared_timestep
@@ -34,7 +35,7 @@ from .respacing import respaced_timesteps
 __all__ = ["ScaleSpaceDegradation"]
 
 
-@torch.compiler.assume_constant_result
+@assume_constant
 def _max_eigenvalue(n: int) -> float:
     r""":math:`\lambda_{\max}(D^\top D)` of the ``n -> n/2`` downsample, a Python float.
 

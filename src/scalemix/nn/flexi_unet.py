@@ -18,6 +18,7 @@ from typing import cast
 import torch
 from torch import Tensor, nn
 
+from scalemix._validation import check_input_dtype, model_timesteps
 from scalemix.nn.unet_blocks import (
     AttentionBlock,
     Downsample,
@@ -230,13 +231,14 @@ class FlexiUNet(nn.Module):
         used |= {f"upsamples.{i}." for i in range(e, levels - 1)}
         return [name for name, _ in self.named_parameters() if not name.startswith(tuple(used))]
 
-    def forward(self, x: Tensor, t: Tensor, out_size: int | None = None) -> Tensor:
+    def forward(self, x: Tensor, t: Tensor | int, out_size: int | None = None) -> Tensor:
         """Denoise ``x`` at its own resolution, or at twice that resolution.
 
         Args:
             x: noisy images of shape ``(b, in_channels, r, r)`` with ``r`` one of
                 :attr:`resolutions`.
-            t: timesteps of shape ``(b,)`` (integer or real).
+            t: timesteps of shape ``(b,)`` (integer or real), or one timestep for the
+                batch (a number or a 0-d tensor).
             out_size: ``None`` or ``r`` (resolution-preserving step) or ``2r``
                 (resolution-increasing step; only for ``r < image_size``).
 
@@ -247,22 +249,17 @@ class FlexiUNet(nn.Module):
         Raises:
             ValueError: for a non-square or unsupported resolution, a wrong
                 channel count, a bad ``out_size``, or ``t`` not of shape ``(b,)``.
-            TypeError: if ``x`` is not floating point or ``t`` is bool/complex.
+            TypeError: if ``x`` is not floating point or not of the parameters' dtype
+                (outside :func:`torch.autocast`), or ``t`` is bool/complex.
         """
         if x.ndim != 4 or x.shape[-1] != x.shape[-2]:
             raise ValueError(f"x must have shape (b, c, r, r), got {tuple(x.shape)}")
-        if not torch.is_floating_point(x):
-            raise TypeError(f"x must be a floating-point tensor, got dtype {x.dtype}")
+        check_input_dtype("x", x, self.input_conv.weight)
         if x.shape[1] != self.in_channels:
             raise ValueError(
                 f"x has {x.shape[1]} channels; this FlexiUNet accepts {self.in_channels}"
             )
-        if t.dtype == torch.bool or t.is_complex():
-            raise TypeError(f"t must be an integer or real tensor, got dtype {t.dtype}")
-        if t.shape != (x.shape[0],):
-            raise ValueError(
-                f"t must have shape ({x.shape[0]},) to match the batch, got {tuple(t.shape)}"
-            )
+        t = model_timesteps(t, x.shape[0], x.device)
         k, e = self._route(x.shape[-1], out_size)
         emb = self.time_embed(t)
         h = self.in_adapters[k](self.input_conv(x))
@@ -298,6 +295,11 @@ def _validate_config(
     if in_channels < 1 or base_channels < 1:
         raise ValueError(
             f"in_channels and base_channels must be positive, got {in_channels} and {base_channels}"
+        )
+    if base_channels < 4 or base_channels % 2:
+        raise ValueError(
+            f"base_channels must be an even integer >= 4 (the width of the sinusoidal "
+            f"timestep features), got {base_channels}"
         )
     if not mults or min(mults) < 1:
         raise ValueError(f"channel_mult must be a non-empty sequence of positive ints, got {mults}")

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from .._utils import check_choice
+from .._validation import model_timesteps
 from .embedding import SinusoidalEmbedding
 
 __all__ = ["GateMode", "TimestepGate"]
@@ -54,6 +55,12 @@ def _initial_weights(value: float | Sequence[float], num_branches: int) -> Tenso
         ):
             raise ValueError(f"weights must lie in [0, 1] and sum to 1, got {weights}")
     return torch.tensor(weights, dtype=torch.float32)
+
+
+def _batch_of(t: object) -> int:
+    """The batch a gate's ``t`` describes: its length, or 1 for a single timestep."""
+    shape: tuple[int, ...] = tuple(getattr(t, "shape", ()))
+    return int(shape[0]) if len(shape) >= 1 else 1
 
 
 class TimestepGate(nn.Module):
@@ -141,17 +148,22 @@ class TimestepGate(nn.Module):
         """Whether the weights depend on ``t`` (the ``"mlp"`` and ``"deep"`` modes)."""
         return self.network is not None
 
-    def forward(self, t: Tensor, t_emb: Tensor | None = None) -> Tensor:
+    def _device(self) -> torch.device:
+        for tensor in self.parameters():
+            return tensor.device
+        return self.time_embedding.freqs.device
+
+    def forward(self, t: Tensor | int, t_emb: Tensor | None = None) -> Tensor:
         r"""Mixing weights :math:`w(t)`, shape ``(b, n)``; rows sum to one.
 
         Args:
-            t: timesteps of shape ``(b,)``.
+            t: timesteps of shape ``(b,)``, or a number / 0-d tensor (one timestep:
+                ``b = 1``, or ``b`` of ``t_emb`` when given).
             t_emb: optional precomputed time embedding of shape ``(b, E)``, e.g. the
                 denoiser's own, so the embedding is computed once per forward pass.
         """
-        if t.ndim != 1:
-            raise ValueError(f"t must have shape (b,), got {tuple(t.shape)}")
-        batch = t.shape[0]
+        batch = t_emb.shape[0] if t_emb is not None and t_emb.ndim == 2 else _batch_of(t)
+        t = model_timesteps(t, batch, self._device())
         if self.network is not None:
             if t_emb is None:
                 t_emb = self.time_embedding(t)
@@ -170,12 +182,12 @@ class TimestepGate(nn.Module):
         dtype = t_emb.dtype if t_emb is not None else weights.dtype
         return weights.to(dtype).unsqueeze(0).expand(batch, -1)
 
-    def weights(self, t: Tensor, t_emb: Tensor | None = None) -> Tensor:
+    def weights(self, t: Tensor | int, t_emb: Tensor | None = None) -> Tensor:
         """Alias of :meth:`forward`: the ``(b, n)`` branch weights at timesteps ``t``."""
         weights: Tensor = self(t, t_emb)
         return weights
 
-    def alpha(self, t: Tensor, t_emb: Tensor | None = None) -> Tensor:
+    def alpha(self, t: Tensor | int, t_emb: Tensor | None = None) -> Tensor:
         r"""The first (global) weight :math:`\alpha(t)`, shape ``(b,)``, in ``[0, 1]``."""
         weights: Tensor = self(t, t_emb)
         return weights[:, 0]
