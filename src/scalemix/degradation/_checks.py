@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -21,8 +22,8 @@ def shared_timestep(
     """Return the one timestep a whole batch shares, as a Python int.
 
     Args:
-        t: an int, a 0-d integer tensor, or an integer tensor of shape ``(batch,)`` whose
-            entries are all equal.
+        t: an int (Python or numpy), a 0-d integer tensor, or an integer tensor of shape
+            ``(batch,)`` whose entries are all equal.
         batch: expected batch size of a 1-D ``t`` (``None``: any length).
         num_timesteps: ``T``; ``t`` must lie in ``[0, T)`` (``[-1, T)`` with
             ``allow_clean``, ``-1`` meaning clean data).
@@ -33,7 +34,7 @@ def shared_timestep(
         TypeError: ``t`` is a bool, a float or a floating-point tensor.
         ValueError: wrong shape, out of range, or batch items with different timesteps.
     """
-    if isinstance(t, bool):
+    if isinstance(t, (bool, np.bool_)):
         raise TypeError(f"{name} must be an int or an integer tensor, got a bool")
     if isinstance(t, Tensor):
         if torch.is_floating_point(t) or t.is_complex() or t.dtype == torch.bool:
@@ -52,8 +53,8 @@ def shared_timestep(
                 "(sample one timestep per batch)"
             )
         value = lo
-    elif isinstance(t, int):
-        value = t
+    elif isinstance(t, (int, np.integer)):
+        value = int(t)
     else:
         raise TypeError(f"{name} must be an int or an integer tensor, got {type(t).__name__}")
     low = -1 if allow_clean else 0

@@ -144,6 +144,11 @@ class ScaleSpaceDegradation:
         if isinstance(t, Tensor) and t.ndim == 1:
             if t.shape[0] != batch:
                 raise ValueError(f"t must have shape ({batch},), got {tuple(t.shape)}")
+            if batch == 0:
+                raise ValueError(
+                    "t is empty (the batch has 0 items), so it names no resolution; "
+                    "pass an int t to degrade an empty batch"
+                )
             lo = shared_timestep(t.min(), None, self.num_train_timesteps)
             hi = shared_timestep(t.max(), None, self.num_train_timesteps)
             # r(t) is monotone in t, so the extremes decide
