@@ -253,8 +253,9 @@ class DualScaleDenoiser(nn.Module):
         t_global, t_local = h_time.view(-1, 2, self.hidden_dim).unbind(1)
         coords_global = self.coord_embedding(x).flatten(1)  # (b, d E)
         coords_local = self.coord_embedding(up).flatten(1)
-        if torch.is_grad_enabled() or torch.jit.is_tracing():
-            # (a trace is checked by re-running it without autograd: one path for both)
+        tracing: bool = torch.jit.is_tracing()  # type: ignore[attr-defined, no-untyped-call]
+        # (torch.jit.trace checks a trace by re-running it without autograd: one path)
+        if torch.is_grad_enabled() or tracing:
             w_global, w_local = self.coord_layer.matrices().unbind(0)
             h = torch.stack(
                 (
