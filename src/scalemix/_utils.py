@@ -23,6 +23,7 @@ __all__ = [
     "check_choice",
     "check_finite",
     "check_floating",
+    "check_steps",
     "debug_check_finite",
     "gather",
     "progress_bar",
@@ -73,6 +74,22 @@ def check_choice(name: str, value: _T, options: Iterable[_T]) -> _T:
         accepted = ", ".join(repr(o) for o in opts)
         raise ValueError(f"unknown {name} {value!r}; accepted values are: {accepted}")
     return value
+
+
+def check_steps(steps: int | None, num_timesteps: int, name: str = "steps") -> int | None:
+    """Return ``steps`` if it is ``None`` or an int in ``[1, num_timesteps]``.
+
+    Raises:
+        TypeError: a non-integer ``steps``.
+        ValueError: an int outside ``[1, num_timesteps]``.
+    """
+    if steps is None:
+        return None
+    if isinstance(steps, (bool, np.bool_)) or not isinstance(steps, (int, np.integer)):
+        raise TypeError(f"{name} must be None or an int, got {type(steps).__name__}")
+    if not 1 <= steps <= num_timesteps:
+        raise ValueError(f"{name} must be None or an int in [1, {num_timesteps}], got {steps}")
+    return int(steps)
 
 
 def check_finite(name: str, x: Tensor) -> Tensor:
@@ -170,8 +187,8 @@ def as_timesteps(
             f"{name} must be a scalar or have shape ({batch},) to match the batch; "
             f"got shape {tuple(t.shape)}"
         )
-    if tt.numel() > 0 and range_checked(tt):
-        lo, hi = int(tt.min()), int(tt.max())
+    if t.numel() > 0 and range_checked(t):  # t itself: a 0-d t counts for an empty batch
+        lo, hi = int(t.min()), int(t.max())
         if lo < low or hi >= num_timesteps:
             raise ValueError(
                 f"{name} must lie in [{low}, {num_timesteps}); got values in [{lo}, {hi}]"

@@ -8,7 +8,7 @@ from typing import Literal, NamedTuple, Protocol, get_args
 import torch
 from torch import Tensor
 
-from ._utils import check_choice, check_finite, progress_bar, randn
+from ._utils import check_choice, check_finite, check_steps, progress_bar, randn
 from ._validation import check_model_dtype, shared_timesteps
 from .scheduler import DDPMScheduler, TimestepSpacing
 
@@ -96,6 +96,7 @@ def sample(
             ``torch.nn.Module`` model.
     """
     check_choice("sampler", sampler, get_args(SamplerName))
+    check_steps(steps, scheduler.num_train_timesteps)
     shape = tuple(int(s) for s in shape)
     if len(shape) < 1 or any(s < 1 for s in shape):
         raise ValueError(f"shape must be a non-empty sequence of positive ints, got {shape}")

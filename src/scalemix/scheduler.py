@@ -79,7 +79,8 @@ class DDPMScheduler:
 
     All buffers are float64 CPU tensors of shape ``(T,)``; they are gathered and cast to
     the dtype and device of the data only when used, so a scheduler can serve fp32,
-    bf16 and fp16 models on any device.
+    bf16 and fp16 models on any device. Every method returns the dtype of its data
+    argument (``x0`` or ``x_t``); the other tensors (noise, model output) are cast to it.
 
     Args:
         num_train_timesteps: ``T``.
@@ -187,16 +188,28 @@ class DDPMScheduler:
         return torch.where(s < t, s, self.num_train_timesteps)
 
     @staticmethod
-    def _check_pair(name: str, a: Tensor, x_t: Tensor) -> None:
+    def _check_pair(name: str, a: Tensor, x_t: Tensor, x_name: str = "x_t") -> Tensor:
+        """Check ``x_t`` (floating, ``(b, ...)``) and ``a`` (its shape); return ``a`` cast
+        to ``x_t``'s dtype, the dtype every method returns."""
+        check_floating(x_name, x_t)
+        if x_t.ndim < 1:
+            raise ValueError(f"{x_name} must have shape (b, ...), got a 0-d tensor")
         check_floating(name, a)
         if a.shape != x_t.shape:
             raise ValueError(
-                f"{name} must have the shape of x_t {tuple(x_t.shape)}, got {tuple(a.shape)}"
+                f"{name} must have the shape of {x_name} {tuple(x_t.shape)}, got {tuple(a.shape)}"
             )
         debug_check_finite(name, a)
+        return a.to(x_t.dtype)
 
-    def _abar(self, t: Tensor, like: Tensor) -> Tensor:
-        return gather(self._table(like.device), t + 1, like)
+    def _roots(self, t: Tensor, like: Tensor) -> tuple[Tensor, Tensor]:
+        r""":math:`(\sqrt{\bar\alpha_t}, \sqrt{1-\bar\alpha_t})`, each ``(b, 1, ..., 1)``.
+
+        Computed in the table's precision and then cast to ``like``'s dtype: in bfloat16
+        :math:`\bar\alpha_0 = 0.9999` rounds to 1, and :math:`1 - \bar\alpha_0` to 0.
+        """
+        abar = self._abar64(t, like)
+        return _cast(abar.sqrt(), like), _cast((1.0 - abar).sqrt(), like)
 
     def _abar64(self, t: Tensor, like: Tensor) -> Tensor:
         """float64 coefficients of shape (b, 1, ..., 1) on ``like``'s device; see ``_cast``."""
@@ -217,12 +230,11 @@ class DDPMScheduler:
         Returns:
             :math:`x_t`, shape and dtype of ``x0`` (``noise`` is cast to that dtype).
         """
-        check_floating("x0", x0)
-        self._check_pair("noise", noise, x0)
+        noise = self._check_pair("noise", noise, x0, "x0")
         debug_check_finite("x0", x0)
         tt = self._t(t, x0)
-        abar = self._abar(tt, x0)
-        return abar.sqrt() * x0 + (1.0 - abar).sqrt() * noise.to(x0.dtype)
+        root_abar, root_one_minus = self._roots(tt, x0)
+        return root_abar * x0 + root_one_minus * noise
 
     def velocity(self, x0: Tensor, noise: Tensor, t: Tensor | int) -> Tensor:
         r"""The v target (Salimans & Ho, 2022, eq. 12).
@@ -231,21 +243,21 @@ class DDPMScheduler:
 
         Shapes: ``x0`` and ``noise`` ``(b, ...)``, ``t`` ``(b,)``; returns ``(b, ...)``.
         """
-        self._check_pair("noise", noise, x0)
+        noise = self._check_pair("noise", noise, x0, "x0")
         tt = self._t(t, x0)
-        abar = self._abar(tt, x0)
-        return abar.sqrt() * noise - (1.0 - abar).sqrt() * x0
+        root_abar, root_one_minus = self._roots(tt, x0)
+        return root_abar * noise - root_one_minus * x0
 
     def target(self, x0: Tensor, noise: Tensor, t: Tensor | int) -> Tensor:
         """The regression target for ``prediction_type``: ``noise``, ``x0`` or ``v``.
 
         Shapes: ``x0`` and ``noise`` ``(b, ...)``, ``t`` ``(b,)``; returns ``(b, ...)``.
         """
-        if self.prediction_type == "epsilon":
-            return noise
-        if self.prediction_type == "sample":
-            return x0
-        return self.velocity(x0, noise, t)
+        if self.prediction_type == "v_prediction":
+            return self.velocity(x0, noise, t)
+        noise = self._check_pair("noise", noise, x0, "x0")
+        self._t(t, x0)  # validated like the other targets' timesteps
+        return noise if self.prediction_type == "epsilon" else x0
 
     def snr(self, t: Tensor | int) -> Tensor:
         r"""Signal-to-noise ratio :math:`\bar\alpha_t / (1 - \bar\alpha_t)`, float64 ``(b,)``."""
@@ -290,14 +302,14 @@ class DDPMScheduler:
 
         Shapes: ``model_output`` and ``x_t`` ``(b, ...)``, ``t`` ``(b,)``.
         """
-        self._check_pair("model_output", model_output, x_t)
+        model_output = self._check_pair("model_output", model_output, x_t)
         tt = self._t(t, x_t)
-        abar = self._abar(tt, x_t)
+        root_abar, root_one_minus = self._roots(tt, x_t)
         if self.prediction_type == "epsilon":
-            return (x_t - (1.0 - abar).sqrt() * model_output) / abar.sqrt()
+            return (x_t - root_one_minus * model_output) / root_abar
         if self.prediction_type == "sample":
             return model_output
-        return abar.sqrt() * x_t - (1.0 - abar).sqrt() * model_output
+        return root_abar * x_t - root_one_minus * model_output
 
     def predict_eps(self, model_output: Tensor, x_t: Tensor, t: Tensor | int) -> Tensor:
         r"""Estimate :math:`\epsilon` from a model output of ``prediction_type``.
@@ -309,14 +321,14 @@ class DDPMScheduler:
 
         Shapes: ``model_output`` and ``x_t`` ``(b, ...)``, ``t`` ``(b,)``.
         """
-        self._check_pair("model_output", model_output, x_t)
+        model_output = self._check_pair("model_output", model_output, x_t)
         tt = self._t(t, x_t)
-        abar = self._abar(tt, x_t)
+        root_abar, root_one_minus = self._roots(tt, x_t)
         if self.prediction_type == "epsilon":
             return model_output
         if self.prediction_type == "sample":
-            return (x_t - abar.sqrt() * model_output) / (1.0 - abar).sqrt()
-        return (1.0 - abar).sqrt() * x_t + abar.sqrt() * model_output
+            return (x_t - root_abar * model_output) / root_one_minus
+        return root_one_minus * x_t + root_abar * model_output
 
     # ------------------------------------------------------------------ posterior
     def _posterior(self, x0: Tensor, x_t: Tensor, t: Tensor, s: Tensor) -> Posterior:
@@ -355,7 +367,7 @@ class DDPMScheduler:
             t: ``(b,)`` or int in ``[0, T)``.
             prev_t: ``(b,)`` or int in ``[-1, t)``; ``-1`` is clean data.
         """
-        self._check_pair("x0", x0, x_t)
+        x0 = self._check_pair("x0", x0, x_t)
         debug_check_finite("x_t", x_t)
         tt = self._t(t, x_t)
         return self._posterior(x0, x_t, tt, self._prev_t(prev_t, tt, x_t))
@@ -372,8 +384,7 @@ class DDPMScheduler:
     ) -> Tensor:
         if noise is None:
             return randn(x_t.shape, generator=generator, device=x_t.device, dtype=x_t.dtype)
-        self._check_pair("noise", noise, x_t)
-        return noise
+        return self._check_pair("noise", noise, x_t)
 
     def step(
         self,
@@ -402,7 +413,7 @@ class DDPMScheduler:
         Returns:
             :class:`StepOutput` ``(prev_sample, pred_original_sample)``.
         """
-        self._check_pair("model_output", model_output, x_t)
+        model_output = self._check_pair("model_output", model_output, x_t)
         debug_check_finite("x_t", x_t)
         tt = self._t(t, x_t)
         s = self._prev_t(prev_t, tt, x_t)
@@ -437,7 +448,7 @@ class DDPMScheduler:
         """
         if not eta >= 0.0:
             raise ValueError(f"eta must be >= 0, got {eta}")
-        self._check_pair("model_output", model_output, x_t)
+        model_output = self._check_pair("model_output", model_output, x_t)
         debug_check_finite("x_t", x_t)
         tt = self._t(t, x_t)
         s = self._prev_t(prev_t, tt, x_t)

@@ -155,7 +155,7 @@ class ScaleSpaceDegradation:
             r_lo, r_hi = self.resolution(lo + offset), self.resolution(hi + offset)
             if r_lo != r_hi:
                 raise ValueError(
-                    "all batch items must share one resolution: timesteps in "
+                    "all batch items must share one resolution: the timesteps t in "
                     f"[{lo}, {hi}] span resolutions {r_hi}..{r_lo}; sample one timestep "
                     "(or one level) per batch"
                 )

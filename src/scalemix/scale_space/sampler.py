@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .._utils import check_finite, progress_bar, randn
+from .._utils import check_finite, check_steps, progress_bar, randn
 from .._validation import check_model_dtype, shared_timesteps
 from ..degradation.posterior import ReverseMethod, reverse_step
 from ..degradation.protocol import LinearDegradation
@@ -98,6 +98,7 @@ def scale_space_sample(
     for name, value in (("batch_size", batch_size), ("channels", channels)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive int, got {value!r}")
+    check_steps(steps, degradation.num_train_timesteps)
     if device is None:
         device = generator.device if generator is not None else torch.device("cpu")
     if isinstance(model, torch.nn.Module):
