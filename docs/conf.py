@@ -55,6 +55,7 @@ API_MODULES = {
     "scalemix.metrics.fid": "Frechet Inception Distance",
     "scalemix.datasets": "Datasets",
     "scalemix.training": "Training",
+    "scalemix.debug": "Value checks for debugging",
 }
 
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-PAGES = ["README.md", "docs/getting_started.md", "docs/scale_space.md"]
+PAGES = ["README.md", "docs/getting_started.md", "docs/scale_space.md", "docs/numerics.md"]
 BLOCK = re.compile(r"```python\n(.*?)```", re.DOTALL)
 
 

@@ -48,7 +48,8 @@ from scalemix.metrics import (
     knn_kl,
     symmetric_kl,
 )
-from scalemix.training import eps_mse_loss
+from scalemix.nn import SinusoidalEmbedding
+from scalemix.training import eps_mse_loss, train
 
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
 
@@ -107,9 +108,7 @@ def tensors(
 def timesteps(draw: st.DrawFn, batch: int, num_timesteps: int = T) -> Any:
     value = draw(st.integers(-2, num_timesteps + 1))
     kind = draw(
-        st.sampled_from(
-            ["int", "numpy", "0d", "vector", "vector", "wrong_shape", "float", "bool"]
-        )
+        st.sampled_from(["int", "numpy", "0d", "vector", "vector", "wrong_shape", "float", "bool"])
     )
     if kind == "int":
         return value
@@ -282,12 +281,16 @@ def test_scale_space_loss_and_sample(data: st.DataObject) -> None:
     gen = torch.Generator().manual_seed(0)
     names = ["x0", "t", "batch_size", "steps", "dtype", "channels", "min_snr_gamma"]
     gamma = data.draw(st.sampled_from([None, 5.0, -1.0]))
-    loss = attempt(names, scale_space_loss, UNET, DEGRADATION, x0, generator=gen, min_snr_gamma=gamma)
+    loss = attempt(
+        names, scale_space_loss, UNET, DEGRADATION, x0, generator=gen, min_snr_gamma=gamma
+    )
     if loss is not None:
         assert_tensor(loss, (), torch.float32)
     steps = data.draw(st.sampled_from([None, 2, 0]))
     with torch.no_grad():
-        out = attempt(names, scale_space_sample, UNET, DEGRADATION, batch, steps=steps, generator=gen)
+        out = attempt(
+            names, scale_space_sample, UNET, DEGRADATION, batch, steps=steps, generator=gen
+        )
     if out is not None:
         assert_tensor(out, (batch, 3, 8, 8), torch.float32)
 
@@ -297,9 +300,42 @@ def test_scale_space_loss_and_sample(data: st.DataObject) -> None:
 def test_training_loss(data: st.DataObject) -> None:
     x0 = data.draw(tensors(max_rank=3, dtypes=FLOATS, likely=(3, 2)))
     gen = torch.Generator().manual_seed(0)
-    loss = attempt(["x0", "x", "t", "noise"], eps_mse_loss, MODELS["mlp"], DDPMScheduler(T), x0, generator=gen)
+    loss = attempt(
+        ["x0", "x", "t", "noise"], eps_mse_loss, MODELS["mlp"], DDPMScheduler(T), x0, generator=gen
+    )
     if loss is not None:
         assert_tensor(loss, (), torch.float32)
+
+
+@given(data=st.data())
+def test_train(data: st.DataObject) -> None:
+    points = data.draw(tensors(max_rank=3, dtypes=FLOATS, likely=(6, 2)))
+    steps = data.draw(st.sampled_from([1, 2, 0]))
+    batch_size = data.draw(st.sampled_from([1, 4, 0]))
+    loss = data.draw(st.sampled_from(["mse", "hybrid", "l1"]))
+    names = ["data", "steps", "batch_size", "loss", "x", "x0", "t"]
+    model = MLPDenoiser(**SMALL)
+    gen = torch.Generator().manual_seed(0)
+    result = attempt(
+        names,
+        train,
+        model,
+        DDPMScheduler(T),
+        points,
+        steps=steps,
+        batch_size=batch_size,
+        loss=loss,
+        generator=gen,
+    )
+    if result is not None:
+        assert_tensor(result.losses, (steps,), torch.float32)
+
+
+@given(x=st.one_of(tensors(), timesteps(2)))
+def test_sinusoidal_embedding(x: Any) -> None:
+    out = attempt(["x", "dim"], SinusoidalEmbedding(8), x)
+    if out is not None:
+        assert_tensor(out, (*x.shape, 8), torch.float32)
 
 
 # ----------------------------------------------------------------------- metrics
@@ -358,7 +394,9 @@ def test_gaussian_divergences(data: st.DataObject) -> None:
 def test_kl_confidence_interval(n: int, fraction: float, r: int) -> None:
     x = np.random.default_rng(n).normal(size=(n, 1))
     names = ["x", "y", "k", "n_subsamples", "fraction", "estimator_fn"]
-    out = attempt(names, kl_confidence_interval, knn_kl, x, x + 0.5, n_subsamples=r, fraction=fraction)
+    out = attempt(
+        names, kl_confidence_interval, knn_kl, x, x + 0.5, n_subsamples=r, fraction=fraction
+    )
     if out is not None:
         assert all(math.isfinite(v) for v in out) and out[1] <= out[2]
 
