@@ -109,6 +109,8 @@ def test_numpy_integer_timesteps_are_accepted_everywhere() -> None:
     )
     model = MLPDenoiser(**SMALL)
     torch.testing.assert_close(model(x, step), model(x, torch.tensor([5, 5])))
+    dual = DualScaleDenoiser(**SMALL)
+    torch.testing.assert_close(dual.gate_weights(step), dual.gate_weights(torch.tensor([5])))
     degradation = ScaleSpaceDegradation(8, 2, 20)
     x0 = torch.randn(2, 3, 8, 8)
     torch.testing.assert_close(degradation.degrade(x0, np.int64(15)), degradation.degrade(x0, 15))

@@ -14,7 +14,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["check_input_dtype", "check_model_dtype", "model_timesteps", "shared_timesteps"]
+__all__ = [
+    "check_input_dtype",
+    "check_model_dtype",
+    "model_timesteps",
+    "shared_timesteps",
+    "timestep_batch",
+]
 
 
 def model_timesteps(t: object, batch: int, device: torch.device, *, name: str = "t") -> Tensor:
@@ -55,6 +61,12 @@ def model_timesteps(t: object, batch: int, device: torch.device, *, name: str = 
             f"scalar; got shape {tuple(t.shape)}"
         )
     return t.to(device)
+
+
+def timestep_batch(t: object) -> int:
+    """The batch size a bare ``t`` describes: its length, or 1 for a single timestep."""
+    shape: tuple[int, ...] = tuple(getattr(t, "shape", ()))
+    return int(shape[0]) if len(shape) >= 1 else 1
 
 
 def check_input_dtype(name: str, x: Tensor, parameter: Tensor) -> None:

@@ -33,7 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from .._utils import check_choice
-from .._validation import check_input_dtype
+from .._validation import check_input_dtype, model_timesteps, timestep_batch
 from .batched import StackedLinear
 from .dual_scale import DualScaleBlock
 from .embedding import SinusoidalEmbedding
@@ -224,12 +224,14 @@ class DualScaleDenoiser(nn.Module):
         )
 
     # ------------------------------------------------------------------- forward
-    def gate_weights(self, t: Tensor) -> Tensor:
-        """``(b, 2)`` weights ``(w_global, w_local)`` at timesteps ``t`` of shape ``(b,)``."""
+    def gate_weights(self, t: Tensor | int) -> Tensor:
+        """``(b, 2)`` weights ``(w_global, w_local)`` at timesteps ``t`` of shape ``(b,)``
+        (a number or a 0-d tensor: ``b = 1``)."""
+        t = model_timesteps(t, timestep_batch(t), self.time_layer.weight.device)
         weights: Tensor = self.gate(t, self.time_embedding(t))
         return weights
 
-    def alpha(self, t: Tensor) -> Tensor:
+    def alpha(self, t: Tensor | int) -> Tensor:
         r"""The global weight :math:`\alpha(t)`, shape ``(b,)``."""
         return self.gate_weights(t)[:, 0]
 

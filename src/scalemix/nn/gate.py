@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from .._utils import check_choice
-from .._validation import model_timesteps
+from .._validation import model_timesteps, timestep_batch
 from .embedding import SinusoidalEmbedding
 
 __all__ = ["GateMode", "TimestepGate"]
@@ -55,12 +55,6 @@ def _initial_weights(value: float | Sequence[float], num_branches: int) -> Tenso
         ):
             raise ValueError(f"weights must lie in [0, 1] and sum to 1, got {weights}")
     return torch.tensor(weights, dtype=torch.float32)
-
-
-def _batch_of(t: object) -> int:
-    """The batch a gate's ``t`` describes: its length, or 1 for a single timestep."""
-    shape: tuple[int, ...] = tuple(getattr(t, "shape", ()))
-    return int(shape[0]) if len(shape) >= 1 else 1
 
 
 class TimestepGate(nn.Module):
@@ -162,7 +156,7 @@ class TimestepGate(nn.Module):
             t_emb: optional precomputed time embedding of shape ``(b, E)``, e.g. the
                 denoiser's own, so the embedding is computed once per forward pass.
         """
-        batch = t_emb.shape[0] if t_emb is not None and t_emb.ndim == 2 else _batch_of(t)
+        batch = t_emb.shape[0] if t_emb is not None and t_emb.ndim == 2 else timestep_batch(t)
         t = model_timesteps(t, batch, self._device())
         if self.network is not None:
             if t_emb is None:
