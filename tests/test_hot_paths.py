@@ -117,3 +117,19 @@ def test_nan_propagates_on_hot_paths_and_raises_under_the_switch() -> None:
         scheduler.step(torch.zeros_like(X), 5, bad)
     with check_values(False):
         assert torch.isnan(scheduler.add_noise(bad, X, 3)[0, 0])
+
+
+def test_models_and_degradations_check_values_only_under_the_switch() -> None:
+    bad = X.clone()
+    bad[1, 1] = float("inf")
+    model = DualScaleDenoiser(**SMALL)
+    with torch.no_grad():
+        assert not torch.isfinite(model(bad, T)[1]).all()
+    with check_values(), pytest.raises(ValueError, match="x contains NaN or infinite"):
+        model(bad, T)
+    degradation = ScaleSpaceDegradation(8, 2, 20)
+    images = torch.randn(2, 3, 8, 8)
+    images[0, 0, 0, 0] = float("nan")
+    assert torch.isnan(degradation.degrade(images, 15)[0]).any()
+    with check_values(), pytest.raises(ValueError, match="x0 contains NaN"):
+        degradation.degrade(images, 15)

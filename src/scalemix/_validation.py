@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ._utils import debug_check_finite
+
 __all__ = [
     "check_input_dtype",
     "check_model_dtype",
@@ -72,13 +74,14 @@ def timestep_batch(t: object) -> int:
 def check_input_dtype(name: str, x: Tensor, parameter: Tensor) -> None:
     """Raise a ``TypeError`` unless ``x`` has the dtype of the model's ``parameter``.
 
-    Skipped under :func:`torch.autocast`, which casts per operation.
+    Skipped under :func:`torch.autocast`, which casts per operation. Inside
+    :func:`scalemix.debug.check_values` it also checks that ``x`` is finite.
 
     Raises:
         TypeError: ``x`` is not floating point, or its dtype differs from the parameters'.
+        ValueError: a NaN or an infinity in ``x``, inside :func:`~scalemix.debug.check_values`.
     """
-    if not torch.is_floating_point(x):
-        raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
+    debug_check_finite(name, x)  # the dtype always; the values inside check_values()
     if x.dtype != parameter.dtype and not torch.is_autocast_enabled(x.device.type):
         raise TypeError(
             f"{name} has dtype {x.dtype} but the model's parameters are {parameter.dtype}; "

@@ -10,9 +10,12 @@ therefore checks values only
   :func:`~scalemix.training.train`, the estimators of :mod:`scalemix.metrics`);
 * on CPU tensors in eager mode, for timestep ranges (there the check costs no
   synchronisation);
-* everywhere, inside :func:`check_values`: every step, every loss and every model
-  forward then also checks its inputs (and the scheduler and degradation steps their
-  tensor timesteps), at the cost of one synchronisation per check.
+* everywhere, inside :func:`check_values`: the scheduler's and the degradations'
+  methods, the losses built on them and the forwards of
+  :class:`~scalemix.nn.MLPDenoiser`, :class:`~scalemix.nn.DualScaleDenoiser` and
+  :class:`~scalemix.nn.FlexiUNet` then also check their tensor inputs for NaN/inf
+  (and the scheduler its tensor timesteps' range), at the cost of one
+  synchronisation per check.
 
 Outside the switch, a timestep tensor on an accelerator that lies out of range gives
 NaN coefficients (never an out-of-bounds read or a device-side assert) and the NaN

@@ -8,6 +8,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .._utils import debug_check_finite
+
 __all__ = ["check_state", "shared_timestep"]
 
 
@@ -75,7 +77,8 @@ def check_state(
 
     Raises:
         TypeError: ``x`` is not a floating-point tensor.
-        ValueError: wrong rank or shape (the message gives the expected shape).
+        ValueError: wrong rank or shape (the message gives the expected shape), or a NaN
+            or an infinity inside :func:`scalemix.debug.check_values`.
     """
     if not isinstance(x, Tensor):
         raise TypeError(f"{name} must be a tensor, got {type(x).__name__}")
@@ -92,4 +95,4 @@ def check_state(
         c = "c" if channels is None else str(channels)
         expected = ", ".join([b, c, *(str(s) for s in spatial)])
         raise ValueError(f"{name} must have shape ({expected}), got {tuple(x.shape)}")
-    return x
+    return debug_check_finite(name, x)  # values only inside scalemix.debug.check_values()
