@@ -56,6 +56,7 @@ API_MODULES = {
     "scalemix.datasets": "Datasets",
     "scalemix.training": "Training",
     "scalemix.testing": "Conformance checks and hypothesis strategies",
+    "scalemix.debug": "Value checks for debugging",
 }
 
 

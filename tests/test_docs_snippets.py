@@ -14,6 +14,7 @@ PAGES = [
     "docs/getting_started.md",
     "docs/scale_space.md",
     "docs/tutorial_degradation.md",
+    "docs/numerics.md",
 ]
 BLOCK = re.compile(r"```python\n(.*?)```", re.DOTALL)
 

@@ -2,12 +2,13 @@
 
 The most used names are importable from the top level; everything else lives in the
 subpackages :mod:`scalemix.nn`, :mod:`scalemix.degradation`, :mod:`scalemix.scale_space`,
-:mod:`scalemix.metrics`, :mod:`scalemix.datasets`, :mod:`scalemix.training` and
-:mod:`scalemix.schedules`. Importing scalemix has no side effects.
+:mod:`scalemix.metrics`, :mod:`scalemix.datasets`, :mod:`scalemix.training`,
+:mod:`scalemix.schedules` and :mod:`scalemix.debug`. Importing scalemix has no side effects.
 """
 
 from __future__ import annotations
 
+from . import debug as debug
 from . import schedules as schedules
 from .degradation import LinearDegradation as LinearDegradation
 from .degradation import ScaleSpaceDegradation as ScaleSpaceDegradation
@@ -51,6 +52,7 @@ __all__ = [
     "TimestepSpacing",
     "VarianceType",
     "__version__",
+    "debug",
     "sample",
     "scale_space_loss",
     "scale_space_sample",

@@ -6,23 +6,40 @@ input fails with the same kind of message everywhere.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from typing import TypeVar
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar, cast
 
+import numpy as np
+import numpy.typing as npt
 import torch
 from torch import Tensor
+
+from .debug import values_checked
 
 __all__ = [
     "append_dims",
     "as_timesteps",
+    "assume_constant",
     "check_choice",
     "check_finite",
+    "check_floating",
+    "check_steps",
+    "debug_check_finite",
     "gather",
     "progress_bar",
     "randn",
+    "range_checked",
 ]
 
 _T = TypeVar("_T")
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def assume_constant(fn: _F) -> _F:
+    """:func:`torch.compiler.assume_constant_result`, typed: ``fn`` of constant arguments
+    (ints, schedule objects) returns a constant, which a compiled graph embeds instead of
+    tracing (and breaking on) the tensor reads inside ``fn``."""
+    return cast(_F, torch.compiler.assume_constant_result(fn))  # type: ignore[no-untyped-call]
 
 
 def append_dims(x: Tensor, target_ndim: int) -> Tensor:
@@ -59,73 +76,148 @@ def check_choice(name: str, value: _T, options: Iterable[_T]) -> _T:
     return value
 
 
+def check_steps(steps: int | None, num_timesteps: int, name: str = "steps") -> int | None:
+    """Return ``steps`` if it is ``None`` or an int in ``[1, num_timesteps]``.
+
+    Raises:
+        TypeError: a non-integer ``steps``.
+        ValueError: an int outside ``[1, num_timesteps]``.
+    """
+    if steps is None:
+        return None
+    if isinstance(steps, (bool, np.bool_)) or not isinstance(steps, (int, np.integer)):
+        raise TypeError(f"{name} must be None or an int, got {type(steps).__name__}")
+    if not 1 <= steps <= num_timesteps:
+        raise ValueError(f"{name} must be None or an int in [1, {num_timesteps}], got {steps}")
+    return int(steps)
+
+
 def check_finite(name: str, x: Tensor) -> Tensor:
-    """Raise a ``ValueError`` if ``x`` holds a NaN or an infinity; return ``x``."""
-    if not torch.is_floating_point(x):
-        raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
+    """Raise a ``ValueError`` if ``x`` holds a NaN or an infinity; return ``x``.
+
+    This reads a value back to the host (a synchronisation on accelerators): use it at
+    entry points, and :func:`debug_check_finite` on hot paths.
+    """
+    check_floating(name, x)
     if not bool(torch.isfinite(x).all()):
         raise ValueError(f"{name} contains NaN or infinite values")
     return x
 
 
-def as_timesteps(t: Tensor | int, batch: int, num_timesteps: int, device: torch.device) -> Tensor:
+def check_floating(name: str, x: Tensor) -> Tensor:
+    """Raise a ``TypeError`` unless ``x`` is a floating-point tensor; return ``x``."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name} must be a floating-point tensor, got {type(x).__name__}")
+    if not torch.is_floating_point(x):
+        raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
+    return x
+
+
+def debug_check_finite(name: str, x: Tensor) -> Tensor:
+    """:func:`check_finite` inside :func:`scalemix.debug.check_values`, else only the dtype.
+
+    The hot-path form of the value check: free (no host synchronisation, no graph
+    break) unless the switch is on.
+    """
+    if values_checked():
+        return check_finite(name, x)
+    return check_floating(name, x)
+
+
+def range_checked(t: Tensor) -> bool:
+    """Whether to check a timestep tensor's range here: where it costs no synchronisation
+    (a CPU tensor in eager mode) or inside :func:`scalemix.debug.check_values`."""
+    if values_checked():
+        return True
+    return t.device.type == "cpu" and not torch.compiler.is_compiling()
+
+
+def as_timesteps(
+    t: Tensor | int | np.integer[Any] | npt.NDArray[np.integer[Any]],
+    batch: int,
+    num_timesteps: int,
+    device: torch.device,
+    *,
+    name: str = "t",
+    low: int = 0,
+) -> Tensor:
     """Validate timesteps and return them as a ``(batch,)`` int64 tensor on ``device``.
 
+    Python and numpy integers are range-checked for free. A tensor is range-checked
+    where that costs nothing (on the CPU in eager mode) or inside
+    :func:`scalemix.debug.check_values`; elsewhere (an accelerator, or under
+    :func:`torch.compile`) it is not read back, and :func:`gather` maps out-of-range
+    entries to NaN.
+
     Args:
-        t: an integer, a 0-d tensor, or an integer tensor of shape ``(batch,)``.
+        t: an int (Python or numpy), a 0-d tensor, or an integer tensor (or numpy
+            array) of shape ``(batch,)``.
         batch: the batch size of the tensor the timesteps index.
-        num_timesteps: ``T``; every timestep must lie in ``[0, T)``.
+        num_timesteps: ``T``; every timestep must lie in ``[low, T)``.
         device: the device of the returned tensor.
+        name: the argument name used in error messages.
+        low: the smallest accepted timestep (``-1`` where clean data is allowed).
 
     Raises:
-        TypeError: if ``t`` is a floating-point tensor.
-        ValueError: if ``t`` has the wrong shape or lies outside ``[0, T)``.
+        TypeError: if ``t`` is a bool, a float or a floating-point tensor.
+        ValueError: if ``t`` has the wrong shape or lies outside ``[low, T)``.
     """
-    if isinstance(t, bool):
-        raise TypeError("timesteps must be integers, got a bool")
-    if isinstance(t, int):
-        tt = torch.full((batch,), t, dtype=torch.long, device=device)
+    if isinstance(t, (bool, np.bool_)):
+        raise TypeError(f"{name} must be an int or an integer tensor, got a bool")
+    if isinstance(t, (int, np.integer)):
+        value = int(t)
+        if not low <= value < num_timesteps:
+            raise ValueError(f"{name} must lie in [{low}, {num_timesteps}), got {value}")
+        return torch.full((batch,), value, dtype=torch.long, device=device)
+    if isinstance(t, np.ndarray):
+        t = torch.from_numpy(t)
+    if not isinstance(t, Tensor):
+        raise TypeError(
+            f"{name} must be an int or an integer tensor of shape ({batch},), "
+            f"got {type(t).__name__}"
+        )
+    if torch.is_floating_point(t) or t.is_complex() or t.dtype == torch.bool:
+        raise TypeError(f"{name} must be an integer tensor, got dtype {t.dtype}")
+    if t.ndim == 0:
+        tt = t.to(device=device, dtype=torch.long).expand(batch)
+    elif t.ndim == 1 and t.shape[0] == batch:
+        tt = t.to(device=device, dtype=torch.long)
     else:
-        if not isinstance(t, Tensor):
-            raise TypeError(
-                f"timesteps must be an int or an integer tensor, got {type(t).__name__}"
-            )
-        if torch.is_floating_point(t) or t.dtype == torch.bool:
-            raise TypeError(f"timesteps must be an integer tensor, got dtype {t.dtype}")
-        if t.ndim == 0:
-            tt = t.to(device=device, dtype=torch.long).expand(batch)
-        elif t.ndim == 1 and t.shape[0] == batch:
-            tt = t.to(device=device, dtype=torch.long)
-        else:
+        raise ValueError(
+            f"{name} must be a scalar or have shape ({batch},) to match the batch; "
+            f"got shape {tuple(t.shape)}"
+        )
+    if t.numel() > 0 and range_checked(t):  # t itself: a 0-d t counts for an empty batch
+        lo, hi = int(t.min()), int(t.max())
+        if lo < low or hi >= num_timesteps:
             raise ValueError(
-                f"timesteps must be a scalar or have shape ({batch},) to match the batch; "
-                f"got shape {tuple(t.shape)}"
-            )
-    if tt.numel() > 0:
-        lo, hi = int(tt.min()), int(tt.max())
-        if lo < 0 or hi >= num_timesteps:
-            raise ValueError(
-                f"timesteps must lie in [0, {num_timesteps}); got values in [{lo}, {hi}]"
+                f"{name} must lie in [{low}, {num_timesteps}); got values in [{lo}, {hi}]"
             )
     return tt
 
 
-def gather(buffer: Tensor, t: Tensor, like: Tensor) -> Tensor:
+def gather(buffer: Tensor, t: Tensor, like: Tensor, *, dtype: torch.dtype | None = None) -> Tensor:
     """Gather ``buffer[t]`` and shape it to broadcast against ``like``.
 
-    The buffer (float64, on any device) is indexed on its own device, then cast to
-    ``like``'s dtype and device, so schedules stay in float64 until they meet data.
+    The indexing never reads out of bounds (no host synchronisation, no device-side
+    assert): entries of ``t`` outside ``[0, T)`` give NaN. For a synchronisation-free
+    call keep ``buffer`` on the device of ``t``.
 
     Args:
-        buffer: 1-D coefficient table of shape ``(T,)``.
+        buffer: 1-D coefficient table of shape ``(T,)`` (float64, on any device).
         t: int64 indices of shape ``(b,)``.
         like: the tensor of shape ``(b, ...)`` the coefficients multiply.
+        dtype: dtype of the result (default: ``like``'s); the device is ``like``'s.
 
     Returns:
         Tensor of shape ``(b, 1, ..., 1)`` with ``like.ndim`` dims.
     """
-    values = buffer[t.to(buffer.device)]
-    return append_dims(values.to(device=like.device, dtype=like.dtype), like.ndim)
+    n = buffer.shape[0]
+    idx = t.to(buffer.device)
+    values = buffer[idx.clamp(0, n - 1)]
+    values = torch.where((idx >= 0) & (idx < n), values, torch.nan)
+    out_dtype = like.dtype if dtype is None else dtype
+    return append_dims(values.to(device=like.device, dtype=out_dtype), like.ndim)
 
 
 def randn(

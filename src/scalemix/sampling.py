@@ -8,7 +8,8 @@ from typing import Literal, NamedTuple, Protocol, get_args
 import torch
 from torch import Tensor
 
-from ._utils import check_choice, check_finite, progress_bar, randn
+from ._utils import check_choice, check_finite, check_steps, progress_bar, randn
+from ._validation import check_model_dtype, shared_timesteps
 from .scheduler import DDPMScheduler, TimestepSpacing
 
 __all__ = ["Denoiser", "SamplerName", "SamplingState", "sample"]
@@ -20,6 +21,7 @@ class Denoiser(Protocol):
     """Anything that maps a noisy batch and its timesteps to a prediction.
 
     ``model(x, t)`` with ``x`` of shape ``(b, ...)`` and ``t`` int64 of shape ``(b,)``
+    (the samplers pass one timestep for the whole batch as an expanded view, stride 0)
     returns a tensor of the shape of ``x`` (noise, ``x0`` or ``v``, as the scheduler's
     ``prediction_type`` says). Every ``torch.nn.Module`` with that forward qualifies.
     """
@@ -87,8 +89,14 @@ def sample(
 
     Returns:
         Samples of shape ``shape``.
+
+    Raises:
+        ValueError: bad ``shape``, ``sampler``, ``eta`` or ``x_T``, or a NaN/inf in ``x_T``.
+        TypeError: ``dtype`` differs from the floating dtype of the parameters of a
+            ``torch.nn.Module`` model.
     """
     check_choice("sampler", sampler, get_args(SamplerName))
+    check_steps(steps, scheduler.num_train_timesteps)
     shape = tuple(int(s) for s in shape)
     if len(shape) < 1 or any(s < 1 for s in shape):
         raise ValueError(f"shape must be a non-empty sequence of positive ints, got {shape}")
@@ -96,6 +104,8 @@ def sample(
         raise ValueError("eta only applies to sampler='ddim'; use sampler='ddim' with eta")
     if device is None:
         device = generator.device if generator is not None else torch.device("cpu")
+    if isinstance(model, torch.nn.Module):
+        check_model_dtype(model, dtype)
     if x_T is None:
         x = randn(shape, generator=generator, device=device, dtype=dtype)
     else:
@@ -105,7 +115,7 @@ def sample(
     ts = scheduler.timesteps(steps, spacing).tolist()
     targets = [*ts[1:], -1]
     for i in progress_bar(range(len(ts)), enabled=progress, total=len(ts), desc="sampling"):
-        t_batch = torch.full((shape[0],), ts[i], dtype=torch.long, device=x.device)
+        t_batch = shared_timesteps(ts[i], shape[0], x.device)
         out = model(x, t_batch)
         if sampler == "ddpm":
             res = scheduler.step(out, t_batch, x, prev_t=targets[i], generator=generator)

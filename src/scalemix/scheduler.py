@@ -16,7 +16,16 @@ from typing import Literal, NamedTuple, get_args
 import torch
 from torch import Tensor
 
-from ._utils import append_dims, as_timesteps, check_choice, check_finite, gather, randn
+from ._utils import (
+    append_dims,
+    as_timesteps,
+    check_choice,
+    check_floating,
+    debug_check_finite,
+    gather,
+    randn,
+    range_checked,
+)
 from .schedules import (
     BetaScheduleName,
     TimestepSpacing,
@@ -70,7 +79,8 @@ class DDPMScheduler:
 
     All buffers are float64 CPU tensors of shape ``(T,)``; they are gathered and cast to
     the dtype and device of the data only when used, so a scheduler can serve fp32,
-    bf16 and fp16 models on any device.
+    bf16 and fp16 models on any device. Every method returns the dtype of its data
+    argument (``x0`` or ``x_t``); the other tensors (noise, model output) are cast to it.
 
     Args:
         num_train_timesteps: ``T``.
@@ -138,6 +148,7 @@ class DDPMScheduler:
         )
         # abar indexed by t + 1 so that t = -1 ("clean data") maps to abar = 1.
         self._abar_ext = torch.cat([one, self.alphas_cumprod])
+        self._device_tables: dict[torch.device, Tensor] = {self._abar_ext.device: self._abar_ext}
 
     def __repr__(self) -> str:
         return (
@@ -147,38 +158,63 @@ class DDPMScheduler:
         )
 
     # ------------------------------------------------------------------ helpers
+    def _table(self, device: torch.device) -> Tensor:
+        r""":math:`\bar\alpha_{t}` for ``t = -1 .. T-1`` (index ``t + 1``) on ``device``.
+
+        Copied to each device once and cached, so that a step gathers on the device of
+        its data (no host round trip). float64 except on MPS, which has no float64.
+        """
+        table = self._device_tables.get(device)
+        if table is None:
+            dtype = torch.float32 if device.type == "mps" else torch.float64
+            table = self._abar_ext.to(device=device, dtype=dtype)
+            self._device_tables[device] = table
+        return table
+
     def _t(self, t: Tensor | int, x: Tensor) -> Tensor:
         return as_timesteps(t, x.shape[0], self.num_train_timesteps, x.device)
 
     def _prev_t(self, prev_t: Tensor | int | None, t: Tensor, x: Tensor) -> Tensor:
         if prev_t is None:
             return t - 1
-        # shift by one so that -1 ("clean data") becomes a valid index into [0, T]
-        try:
-            s = as_timesteps(prev_t + 1, x.shape[0], self.num_train_timesteps + 1, x.device) - 1
-        except ValueError as err:
-            raise ValueError(
-                f"prev_t must be a scalar or a ({x.shape[0]},) integer tensor with values in "
-                f"[-1, {self.num_train_timesteps - 1}] (-1 means clean data)"
-            ) from err
-        if bool((s >= t).any()):
-            raise ValueError("prev_t must be smaller than t for every batch element")
-        return s
+        s = as_timesteps(
+            prev_t, x.shape[0], self.num_train_timesteps, x.device, name="prev_t", low=-1
+        )
+        if range_checked(s):
+            if s.numel() > 0 and bool((s >= t).any()):
+                raise ValueError("prev_t must be smaller than t for every batch element")
+            return s
+        # unchecked (accelerator / compiled): s >= t indexes past the table, giving NaN
+        return torch.where(s < t, s, self.num_train_timesteps)
 
     @staticmethod
-    def _check_pair(name: str, a: Tensor, x_t: Tensor) -> None:
+    def _check_pair(name: str, a: Tensor, x_t: Tensor, x_name: str = "x_t") -> Tensor:
+        """Check ``x_t`` (floating, ``(b, ...)``) and ``a`` (its shape); return ``a`` cast
+        to ``x_t``'s dtype, the dtype every method returns."""
+        check_floating(x_name, x_t)
+        if x_t.ndim < 1:
+            raise ValueError(f"{x_name} must have shape (b, ...), got a 0-d tensor")
+        check_floating(name, a)
         if a.shape != x_t.shape:
             raise ValueError(
-                f"{name} must have the shape of x_t {tuple(x_t.shape)}, got {tuple(a.shape)}"
+                f"{name} must have the shape of {x_name} {tuple(x_t.shape)}, got {tuple(a.shape)}"
             )
-        check_finite(name, a)
+        debug_check_finite(name, a)
+        return a.to(x_t.dtype)
 
-    def _abar(self, t: Tensor, like: Tensor) -> Tensor:
-        return gather(self._abar_ext, t + 1, like)
+    def _roots(self, t: Tensor, like: Tensor) -> tuple[Tensor, Tensor]:
+        r""":math:`(\sqrt{\bar\alpha_t}, \sqrt{1-\bar\alpha_t})`, each ``(b, 1, ..., 1)``.
+
+        Computed in the table's precision and then cast to ``like``'s dtype: in bfloat16
+        :math:`\bar\alpha_0 = 0.9999` rounds to 1, and :math:`1 - \bar\alpha_0` to 0.
+        """
+        abar = self._abar64(t, like)
+        return _cast(abar.sqrt(), like), _cast((1.0 - abar).sqrt(), like)
 
     def _abar64(self, t: Tensor, like: Tensor) -> Tensor:
-        """float64 CPU coefficients of shape (b, 1, ..., 1); cast later with ``_cast``."""
-        return append_dims(self._abar_ext[t.cpu() + 1], like.ndim)
+        """float64 coefficients of shape (b, 1, ..., 1) on ``like``'s device; see ``_cast``."""
+        table = self._table(like.device)
+        return gather(table, t + 1, like, dtype=table.dtype)
 
     # ------------------------------------------------------------ forward process
     def add_noise(self, x0: Tensor, noise: Tensor, t: Tensor | int) -> Tensor:
@@ -192,13 +228,13 @@ class DDPMScheduler:
             t: int or int64 tensor of shape ``(b,)`` with values in ``[0, T)``.
 
         Returns:
-            :math:`x_t`, shape and dtype of ``x0``.
+            :math:`x_t`, shape and dtype of ``x0`` (``noise`` is cast to that dtype).
         """
-        self._check_pair("noise", noise, x0)
-        check_finite("x0", x0)
+        noise = self._check_pair("noise", noise, x0, "x0")
+        debug_check_finite("x0", x0)
         tt = self._t(t, x0)
-        abar = self._abar(tt, x0)
-        return abar.sqrt() * x0 + (1.0 - abar).sqrt() * noise
+        root_abar, root_one_minus = self._roots(tt, x0)
+        return root_abar * x0 + root_one_minus * noise
 
     def velocity(self, x0: Tensor, noise: Tensor, t: Tensor | int) -> Tensor:
         r"""The v target (Salimans & Ho, 2022, eq. 12).
@@ -207,21 +243,21 @@ class DDPMScheduler:
 
         Shapes: ``x0`` and ``noise`` ``(b, ...)``, ``t`` ``(b,)``; returns ``(b, ...)``.
         """
-        self._check_pair("noise", noise, x0)
+        noise = self._check_pair("noise", noise, x0, "x0")
         tt = self._t(t, x0)
-        abar = self._abar(tt, x0)
-        return abar.sqrt() * noise - (1.0 - abar).sqrt() * x0
+        root_abar, root_one_minus = self._roots(tt, x0)
+        return root_abar * noise - root_one_minus * x0
 
     def target(self, x0: Tensor, noise: Tensor, t: Tensor | int) -> Tensor:
         """The regression target for ``prediction_type``: ``noise``, ``x0`` or ``v``.
 
         Shapes: ``x0`` and ``noise`` ``(b, ...)``, ``t`` ``(b,)``; returns ``(b, ...)``.
         """
-        if self.prediction_type == "epsilon":
-            return noise
-        if self.prediction_type == "sample":
-            return x0
-        return self.velocity(x0, noise, t)
+        if self.prediction_type == "v_prediction":
+            return self.velocity(x0, noise, t)
+        noise = self._check_pair("noise", noise, x0, "x0")
+        self._t(t, x0)  # validated like the other targets' timesteps
+        return noise if self.prediction_type == "epsilon" else x0
 
     def snr(self, t: Tensor | int) -> Tensor:
         r"""Signal-to-noise ratio :math:`\bar\alpha_t / (1 - \bar\alpha_t)`, float64 ``(b,)``."""
@@ -266,14 +302,14 @@ class DDPMScheduler:
 
         Shapes: ``model_output`` and ``x_t`` ``(b, ...)``, ``t`` ``(b,)``.
         """
-        self._check_pair("model_output", model_output, x_t)
+        model_output = self._check_pair("model_output", model_output, x_t)
         tt = self._t(t, x_t)
-        abar = self._abar(tt, x_t)
+        root_abar, root_one_minus = self._roots(tt, x_t)
         if self.prediction_type == "epsilon":
-            return (x_t - (1.0 - abar).sqrt() * model_output) / abar.sqrt()
+            return (x_t - root_one_minus * model_output) / root_abar
         if self.prediction_type == "sample":
             return model_output
-        return abar.sqrt() * x_t - (1.0 - abar).sqrt() * model_output
+        return root_abar * x_t - root_one_minus * model_output
 
     def predict_eps(self, model_output: Tensor, x_t: Tensor, t: Tensor | int) -> Tensor:
         r"""Estimate :math:`\epsilon` from a model output of ``prediction_type``.
@@ -285,14 +321,14 @@ class DDPMScheduler:
 
         Shapes: ``model_output`` and ``x_t`` ``(b, ...)``, ``t`` ``(b,)``.
         """
-        self._check_pair("model_output", model_output, x_t)
+        model_output = self._check_pair("model_output", model_output, x_t)
         tt = self._t(t, x_t)
-        abar = self._abar(tt, x_t)
+        root_abar, root_one_minus = self._roots(tt, x_t)
         if self.prediction_type == "epsilon":
             return model_output
         if self.prediction_type == "sample":
-            return (x_t - abar.sqrt() * model_output) / (1.0 - abar).sqrt()
-        return (1.0 - abar).sqrt() * x_t + abar.sqrt() * model_output
+            return (x_t - root_abar * model_output) / root_one_minus
+        return root_one_minus * x_t + root_abar * model_output
 
     # ------------------------------------------------------------------ posterior
     def _posterior(self, x0: Tensor, x_t: Tensor, t: Tensor, s: Tensor) -> Posterior:
@@ -331,8 +367,8 @@ class DDPMScheduler:
             t: ``(b,)`` or int in ``[0, T)``.
             prev_t: ``(b,)`` or int in ``[-1, t)``; ``-1`` is clean data.
         """
-        self._check_pair("x0", x0, x_t)
-        check_finite("x_t", x_t)
+        x0 = self._check_pair("x0", x0, x_t)
+        debug_check_finite("x_t", x_t)
         tt = self._t(t, x_t)
         return self._posterior(x0, x_t, tt, self._prev_t(prev_t, tt, x_t))
 
@@ -348,8 +384,7 @@ class DDPMScheduler:
     ) -> Tensor:
         if noise is None:
             return randn(x_t.shape, generator=generator, device=x_t.device, dtype=x_t.dtype)
-        self._check_pair("noise", noise, x_t)
-        return noise
+        return self._check_pair("noise", noise, x_t)
 
     def step(
         self,
@@ -378,14 +413,14 @@ class DDPMScheduler:
         Returns:
             :class:`StepOutput` ``(prev_sample, pred_original_sample)``.
         """
-        self._check_pair("model_output", model_output, x_t)
-        check_finite("x_t", x_t)
+        model_output = self._check_pair("model_output", model_output, x_t)
+        debug_check_finite("x_t", x_t)
         tt = self._t(t, x_t)
         s = self._prev_t(prev_t, tt, x_t)
         x0 = self._x0_hat(model_output, x_t, tt)
         post = self._posterior(x0, x_t, tt, s)
         z = self._noise(noise, x_t, generator)
-        keep = _cast(append_dims((s >= 0).to(torch.float64), x_t.ndim), x_t)
+        keep = append_dims((s >= 0).to(x_t.dtype), x_t.ndim)
         return StepOutput(post.mean + keep * post.variance.sqrt() * z, x0)
 
     def ddim_step(
@@ -413,8 +448,8 @@ class DDPMScheduler:
         """
         if not eta >= 0.0:
             raise ValueError(f"eta must be >= 0, got {eta}")
-        self._check_pair("model_output", model_output, x_t)
-        check_finite("x_t", x_t)
+        model_output = self._check_pair("model_output", model_output, x_t)
+        debug_check_finite("x_t", x_t)
         tt = self._t(t, x_t)
         s = self._prev_t(prev_t, tt, x_t)
         x0 = self._x0_hat(model_output, x_t, tt)

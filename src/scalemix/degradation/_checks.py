@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
+
+from .._utils import debug_check_finite
 
 __all__ = ["check_state", "shared_timestep"]
 
@@ -21,8 +24,8 @@ def shared_timestep(
     """Return the one timestep a whole batch shares, as a Python int.
 
     Args:
-        t: an int, a 0-d integer tensor, or an integer tensor of shape ``(batch,)`` whose
-            entries are all equal.
+        t: an int (Python or numpy), a 0-d integer tensor, or an integer tensor of shape
+            ``(batch,)`` whose entries are all equal.
         batch: expected batch size of a 1-D ``t`` (``None``: any length).
         num_timesteps: ``T``; ``t`` must lie in ``[0, T)`` (``[-1, T)`` with
             ``allow_clean``, ``-1`` meaning clean data).
@@ -33,7 +36,7 @@ def shared_timestep(
         TypeError: ``t`` is a bool, a float or a floating-point tensor.
         ValueError: wrong shape, out of range, or batch items with different timesteps.
     """
-    if isinstance(t, bool):
+    if isinstance(t, (bool, np.bool_)):
         raise TypeError(f"{name} must be an int or an integer tensor, got a bool")
     if isinstance(t, Tensor):
         if torch.is_floating_point(t) or t.is_complex() or t.dtype == torch.bool:
@@ -52,8 +55,8 @@ def shared_timestep(
                 "(sample one timestep per batch)"
             )
         value = lo
-    elif isinstance(t, int):
-        value = t
+    elif isinstance(t, (int, np.integer)):
+        value = int(t)
     else:
         raise TypeError(f"{name} must be an int or an integer tensor, got {type(t).__name__}")
     low = -1 if allow_clean else 0
@@ -74,7 +77,8 @@ def check_state(
 
     Raises:
         TypeError: ``x`` is not a floating-point tensor.
-        ValueError: wrong rank or shape (the message gives the expected shape).
+        ValueError: wrong rank or shape (the message gives the expected shape), or a NaN
+            or an infinity inside :func:`scalemix.debug.check_values`.
     """
     if not isinstance(x, Tensor):
         raise TypeError(f"{name} must be a tensor, got {type(x).__name__}")
@@ -91,4 +95,4 @@ def check_state(
         c = "c" if channels is None else str(channels)
         expected = ", ".join([b, c, *(str(s) for s in spatial)])
         raise ValueError(f"{name} must have shape ({expected}), got {tuple(x.shape)}")
-    return x
+    return debug_check_finite(name, x)  # values only inside scalemix.debug.check_values()

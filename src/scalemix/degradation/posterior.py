@@ -34,7 +34,7 @@ from typing import Literal, NamedTuple, get_args
 import torch
 from torch import Tensor
 
-from .._utils import check_choice, check_finite, randn
+from .._utils import assume_constant, check_choice, debug_check_finite, randn
 from ..scheduler import StepOutput
 from ._checks import check_state, shared_timestep
 from .lanczos import lanczos_function, power_iteration
@@ -94,8 +94,18 @@ def posterior_coefficients(
         prev_t: target in ``[-1, t)`` (default ``t - 1``).
     """
     t_, s = _step_pair(degradation, t, prev_t)
+    return _coefficients(degradation, t_, s)
+
+
+@assume_constant
+def _coefficients(degradation: LinearDegradation, t: int, s: int) -> PosteriorCoefficients:
+    """The coefficients of a validated step ``t -> s``: a constant of ``(degradation, t, s)``.
+
+    Marked as such so that a compiled reverse step reads no schedule value back
+    from a tensor (a graph break).
+    """
     abar = degradation.alphas_cumprod
-    abar_t = float(abar[t_])
+    abar_t = float(abar[t])
     abar_s = float(abar[s]) if s >= 0 else 1.0
     rho = (1.0 - abar_s) / (1.0 - abar_t)
     return PosteriorCoefficients(
@@ -237,16 +247,16 @@ def reverse_step(
         :math:`\hat x_0`.
 
     Raises:
-        ValueError: unknown ``method``, bad shapes, timesteps out of range, or non-finite
-            inputs.
+        ValueError: unknown ``method``, bad shapes, timesteps out of range, or (inside
+            :func:`scalemix.debug.check_values`) non-finite inputs.
         TypeError: ``method="exact"`` for a degradation without a closed form.
     """
     check_choice("method", method, get_args(ReverseMethod))
     if clip_sample is not None and not clip_sample > 0:
         raise ValueError(f"clip_sample must be None or a positive float, got {clip_sample}")
     t_, s = _step_pair(degradation, t, prev_t)
-    check_finite("x_t", x_t)
-    check_finite("x0_pred", x0_pred)
+    debug_check_finite("x_t", x_t)
+    debug_check_finite("x0_pred", x0_pred)
     if clip_sample is not None:
         x0_pred = x0_pred.clamp(-clip_sample, clip_sample)
     mean = posterior_mean(degradation, x0_pred, t_, x_t, prev_t=s)

@@ -25,6 +25,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from .._utils import assume_constant
 from ..scheduler import StepOutput
 from ..schedules import BetaScheduleName, make_beta_schedule
 from ._checks import check_state, shared_timestep
@@ -45,6 +46,16 @@ def _compute_dtype(x: Tensor) -> torch.dtype:
     """float32 for half-precision inputs (the antialiased resize and the closed-form
     root run in float32), else the input's own dtype."""
     return torch.float32 if x.dtype in _LOW_PRECISION else x.dtype
+
+
+@assume_constant
+def _max_eigenvalue(n_in: int, n_out: int) -> float:
+    r""":math:`\lambda_{\max}(D^\top D)` of the ``n_in -> n_out`` resize, a Python float.
+
+    A constant of the sizes (the spectrum is cached): marked as such so that a compiled
+    reverse step reads no tensor value back.
+    """
+    return float(resize_spectrum(n_in, n_out, dtype=torch.float64).eigenvalues.max())
 
 
 class ScaleSpaceDegradation:
@@ -180,13 +191,18 @@ class ScaleSpaceDegradation:
         if isinstance(t, Tensor) and t.ndim == 1:
             if t.shape[0] != batch:
                 raise ValueError(f"t must have shape ({batch},), got {tuple(t.shape)}")
+            if batch == 0:
+                raise ValueError(
+                    "t is empty (the batch has 0 items), so it names no resolution; "
+                    "pass an int t to degrade an empty batch"
+                )
             lo = shared_timestep(t.min(), None, self.num_train_timesteps)
             hi = shared_timestep(t.max(), None, self.num_train_timesteps)
             # r(t) is monotone in t, so the extremes decide
             r_lo, r_hi = self.resolution(lo + offset), self.resolution(hi + offset)
             if r_lo != r_hi:
                 raise ValueError(
-                    "all batch items must share one resolution: timesteps in "
+                    "all batch items must share one resolution: the timesteps t in "
                     f"[{lo}, {hi}] span resolutions {r_hi}..{r_lo}; sample one timestep "
                     "(or one level) per batch"
                 )
@@ -304,13 +320,13 @@ class ScaleSpaceDegradation:
                 f"(r={r_t}) -> prev_t={prev_t} (r={r_s}) spans more: use "
                 "degradation.timesteps() for respacing or method='lanczos'"
             )
-        spec = resize_spectrum(r_s, r_t, dtype=torch.float64)
-        lam_max = float(spec.eigenvalues.max())
+        lam_max = _max_eigenvalue(r_s, r_t)
         if kappa * lam_max**2 >= 1.0:
             raise ValueError(
                 f"the reverse covariance of t={t} -> prev_t={prev_t} is not PSD: "
                 f"rho c^2 max(lam)^2 = {kappa * lam_max**2:.4f} >= 1"
             )
+        spec = resize_spectrum(r_s, r_t, dtype=torch.float64)
         lam = spec.eigenvalues
         scale = (1.0 - kappa * lam[:, None] * lam[None, :]).clamp(min=0.0).sqrt()
         work = _compute_dtype(xi)

@@ -10,7 +10,7 @@ import torch
 from .._utils import check_choice
 from ._gaussian import gaussian_kl_from_samples
 from ._histogram import histogram_kl, histogram_probabilities
-from ._inputs import FloatArray, Points, as_points, check_base, subset
+from ._inputs import FloatArray, Points, as_points, as_points_pair, check_base, subset
 from ._knn import knn_kl
 
 __all__ = ["JSMethod", "SymmetricMethod", "jensen_shannon", "symmetric_kl"]
@@ -68,10 +68,12 @@ def _plugin_kl(p: FloatArray, q: FloatArray) -> float:
 def _knn_jensen_shannon(
     x: Points, y: Points, base: float, generator: torch.Generator | None, options: dict[str, Any]
 ) -> float:
-    n, m = as_points("x", x).shape[0], as_points("y", y).shape[0]
+    xa, ya = as_points_pair(x, y)  # same dimension d, else a clear error
+    n, m = xa.shape[0], ya.shape[0]
     if min(n, m) < 4:
         raise ValueError(
-            f"the k-NN Jensen-Shannon estimate needs >= 4 points per set, got {n}, {m}"
+            f"the k-NN Jensen-Shannon estimate needs >= 4 points in each of x and y, "
+            f"got {n} and {m}"
         )
     perm_x = torch.randperm(n, generator=generator)
     perm_y = torch.randperm(m, generator=generator)

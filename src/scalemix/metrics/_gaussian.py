@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import numpy as np
@@ -32,11 +33,28 @@ def _check_float(name: str, t: object) -> Tensor:
 
 
 def _promote(*tensors: Tensor) -> tuple[Tensor, ...]:
-    """Cast floating tensors to their common promoted dtype (float32 + float64 -> float64)."""
+    """Cast floating tensors to their common promoted dtype (float32 + float64 -> float64).
+
+    Half precision (float16, bfloat16) is promoted to float32: it has no Cholesky
+    factorisation and too little range for log-determinants.
+    """
     dtype = tensors[0].dtype
     for t in tensors[1:]:
         dtype = torch.promote_types(dtype, t.dtype)
+    if dtype in (torch.float16, torch.bfloat16):
+        dtype = torch.float32
     return tuple(t.to(dtype) for t in tensors)
+
+
+def _check_symmetric(name: str, cov: Tensor) -> None:
+    """Raise a ``ValueError`` unless ``cov`` equals its transpose to ``sqrt(eps)`` relative."""
+    tol = math.sqrt(torch.finfo(cov.dtype).eps) * float(cov.abs().max())
+    asymmetry = float((cov - cov.mT).abs().max())
+    if asymmetry > tol:
+        raise ValueError(
+            f"{name} must be symmetric; max |{name} - {name}^T| = {asymmetry:.3g} exceeds "
+            f"{tol:.3g} (sqrt(eps) times its largest entry)"
+        )
 
 
 def gaussian_kl(mean_p: Tensor, cov_p: Tensor, mean_q: Tensor, cov_q: Tensor) -> Tensor:
@@ -53,7 +71,7 @@ def gaussian_kl(mean_p: Tensor, cov_p: Tensor, mean_q: Tensor, cov_q: Tensor) ->
     standard result for multivariate normals). Computed through Cholesky factors: the
     log-determinants are ``2 * sum(log(diag(L)))`` and the inverse is applied by triangular
     solves. Batch dimensions broadcast; mixed float dtypes are promoted (float32 and float64
-    give float64).
+    give float64), and half-precision inputs are computed and returned in float32.
 
     Args:
         mean_p: ``(..., d)`` mean of P.
@@ -66,8 +84,8 @@ def gaussian_kl(mean_p: Tensor, cov_p: Tensor, mean_q: Tensor, cov_q: Tensor) ->
 
     Raises:
         TypeError: for non-tensor or non-floating inputs.
-        ValueError: for NaN/inf, inconsistent dimensions, non-square covariances, or a
-            covariance that is not positive definite.
+        ValueError: for NaN/inf, inconsistent dimensions, non-square or non-symmetric
+            covariances, or a covariance that is not positive definite.
     """
     tensors = {"mean_p": mean_p, "cov_p": cov_p, "mean_q": mean_q, "cov_q": cov_q}
     for name, t in tensors.items():
@@ -87,6 +105,8 @@ def gaussian_kl(mean_p: Tensor, cov_p: Tensor, mean_q: Tensor, cov_q: Tensor) ->
             )
     if mean_q.shape[-1] != d:
         raise ValueError(f"mean_q must have last dimension d={d}, got shape {tuple(mean_q.shape)}")
+    for name in ("cov_p", "cov_q"):
+        _check_symmetric(name, tensors[name])
     chol: list[Tensor] = []
     for name in ("cov_p", "cov_q"):
         factor, info = torch.linalg.cholesky_ex(tensors[name])

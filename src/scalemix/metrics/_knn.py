@@ -44,6 +44,21 @@ def _check_k(k: int, n: int, m: int) -> None:
         raise ValueError(f"k={k} needs k <= m: y has only m={m} points")
 
 
+def _rescale(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    """Divide both sets by the power of two nearest their largest magnitude.
+
+    The estimators only use ratios of distances, so they are invariant to a common
+    scale; a power of two is exact in floating point. It keeps the distances of data
+    of magnitude 1e200 (whose squares overflow) or 1e-200 (whose squares underflow)
+    representable.
+    """
+    peak = max(float(x.abs().max()), float(y.abs().max()))
+    if peak == 0.0 or 2.0**-64 <= peak <= 2.0**64:
+        return x, y
+    scale = 2.0 ** -math.frexp(peak)[1]
+    return x * scale, y * scale
+
+
 def _jitter_scale(x: Tensor, y: Tensor) -> Tensor:
     pooled = torch.cat([x, y])
     spread = pooled.std(dim=0, correction=0)
@@ -179,6 +194,7 @@ def knn_kl(
     n, d = xt.shape
     m = yt.shape[0]
     _check_k(k, n, m)
+    xt, yt = _rescale(xt, yt)
 
     def neighbours(xv: Tensor, yv: Tensor) -> Neighbours:
         if backend == "torch":

@@ -34,6 +34,15 @@ def _subsample_size(name: str, total: int, fraction: float) -> int:
     return size
 
 
+def _finite_estimate(value: float, where: str) -> float:
+    if not math.isfinite(value):
+        raise ValueError(
+            f"estimator_fn returned {value} {where}; an interval needs finite estimates "
+            "(check the estimator's options and the data)"
+        )
+    return value
+
+
 def kl_confidence_interval(
     estimator_fn: Callable[[Points, Points], float],
     x: Points,
@@ -87,7 +96,8 @@ def kl_confidence_interval(
     Raises:
         TypeError: if ``x``/``y`` are not arrays/tensors or ``n_subsamples`` not an int.
         ValueError: for ``n_subsamples < 2``, ``fraction`` or ``level`` outside ``(0, 1)``,
-            a fraction leaving empty or full subsamples, or errors of ``estimator_fn``.
+            a fraction leaving empty or full subsamples, errors of ``estimator_fn``, or an
+            ``estimator_fn`` that returns NaN or an infinity.
     """
     if isinstance(n_subsamples, bool) or not isinstance(n_subsamples, int):
         raise TypeError(f"n_subsamples must be an int, got {n_subsamples!r}")
@@ -99,12 +109,13 @@ def kl_confidence_interval(
         raise ValueError(f"level must lie in (0, 1), got {level}")
     n, m = _num_points("x", x), _num_points("y", y)
     size_x, size_y = _subsample_size("x", n, fraction), _subsample_size("y", m, fraction)
-    estimate = float(estimator_fn(x, y))
+    estimate = _finite_estimate(float(estimator_fn(x, y)), "on the full data")
     replicates = np.empty(n_subsamples, dtype=np.float64)
     for r in range(n_subsamples):
         rows_x = torch.randperm(n, generator=generator)[:size_x]
         rows_y = torch.randperm(m, generator=generator)[:size_y]
-        replicates[r] = estimator_fn(subset(x, rows_x), subset(y, rows_y))
+        value = float(estimator_fn(subset(x, rows_x), subset(y, rows_y)))
+        replicates[r] = _finite_estimate(value, f"on subsample {r}")
     alpha = 1.0 - level
     q_low, q_high = np.quantile(replicates - estimate, [alpha / 2, 1 - alpha / 2])
     scale = math.sqrt(fraction / (1.0 - fraction))

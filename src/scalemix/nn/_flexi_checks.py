@@ -18,6 +18,11 @@ def _validate_config(
         raise ValueError(
             f"in_channels and base_channels must be positive, got {in_channels} and {base_channels}"
         )
+    if base_channels < 4 or base_channels % 2:
+        raise ValueError(
+            f"base_channels must be an even integer >= 4 (the width of the sinusoidal "
+            f"timestep features), got {base_channels}"
+        )
     if not mults or min(mults) < 1:
         raise ValueError(f"channel_mult must be a non-empty sequence of positive ints, got {mults}")
     if num_res_blocks < 1:

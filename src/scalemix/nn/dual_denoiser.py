@@ -12,9 +12,12 @@ one time embedding :math:`e(t)`, which also feeds the gate:
 
 The two MLPs have the same architecture, so each hidden layer of both is one
 :class:`~scalemix.nn.StackedLinear` (weights ``(2, in, out)``, one ``baddbmm``). Work
-that depends only on :math:`t` is done once, for the distinct timesteps of the batch
-(there are at most ``T`` of them): the time embedding, the gate, and the time part of
-both branches' first layer, :math:`[W^g_t; W^l_t]\, e(t)`, as one matmul. The
+that depends only on :math:`t` (the time embedding, the gate, and the time part of
+both branches' first layer, :math:`[W^g_t; W^l_t]\, e(t)`, as one matmul) is done
+once when the batch shares one timestep (a 0-d ``t``, or an expanded one as the
+samplers pass), once per distinct timestep for CPU tensors in eager mode, and per
+item otherwise (a data-dependent :func:`torch.unique` would synchronise a GPU and
+break a compiled graph). The
 coordinate part of the first layer is split per branch so that no gradient is
 computed for the global branch's (constant) input features. The result equals the
 unbatched model to float rounding: :meth:`DualScaleDenoiser.to_block` returns the
@@ -30,6 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from .._utils import check_choice
+from .._validation import check_input_dtype, model_timesteps, timestep_batch
 from .batched import StackedLinear
 from .dual_scale import DualScaleBlock
 from .embedding import SinusoidalEmbedding
@@ -46,6 +50,31 @@ _PRESET_GATES: dict[str, tuple[Literal["fixed", "learned", "mlp", "deep"], float
     "adaptive": ("mlp", 0.5),
     "adaptive_deep": ("deep", 0.5),
 }
+
+
+def _distinct_timesteps(t: Tensor) -> tuple[Tensor, Tensor | None]:
+    """The rows of ``t`` to compute time-only work for, and how to spread them back.
+
+    * a broadcast timestep (stride 0, e.g. from a 0-d ``t`` or a sampler): one row;
+    * a CPU tensor in eager mode: the distinct values and the inverse index
+      (:func:`torch.unique` needs no device synchronisation there);
+    * otherwise (an accelerator, or under :func:`torch.compile`, where the data-dependent
+      size of ``unique`` would synchronise or break the graph): every row.
+    """
+    if t.shape[0] > 0 and t.stride(0) == 0:
+        return t[:1], None
+    if t.device.type == "cpu" and not torch.compiler.is_compiling():
+        rows, inverse = torch.unique(t, return_inverse=True)
+        return rows, inverse
+    return t, None
+
+
+def _spread(values: Tensor, inverse: Tensor | None, batch: int) -> Tensor:
+    """Rows of ``values`` (one per entry of ``_distinct_timesteps``) for the whole batch."""
+    if inverse is not None:
+        # index_select, whose backward (index_add) is much faster than indexing's
+        return values.index_select(0, inverse)
+    return values.expand(batch, -1)
 
 
 class DualScaleDenoiser(nn.Module):
@@ -195,12 +224,14 @@ class DualScaleDenoiser(nn.Module):
         )
 
     # ------------------------------------------------------------------- forward
-    def gate_weights(self, t: Tensor) -> Tensor:
-        """``(b, 2)`` weights ``(w_global, w_local)`` at timesteps ``t`` of shape ``(b,)``."""
+    def gate_weights(self, t: Tensor | int) -> Tensor:
+        """``(b, 2)`` weights ``(w_global, w_local)`` at timesteps ``t`` of shape ``(b,)``
+        (a number or a 0-d tensor: ``b = 1``)."""
+        t = model_timesteps(t, timestep_batch(t), self.time_layer.weight.device)
         weights: Tensor = self.gate(t, self.time_embedding(t))
         return weights
 
-    def alpha(self, t: Tensor) -> Tensor:
+    def alpha(self, t: Tensor | int) -> Tensor:
         r"""The global weight :math:`\alpha(t)`, shape ``(b,)``."""
         return self.gate_weights(t)[:, 0]
 
@@ -210,21 +241,23 @@ class DualScaleDenoiser(nn.Module):
         ``outputs[0]`` is the global prediction, ``outputs[1]`` the local one.
         """
         t = check_vector_inputs(x, t, self.input_dim)
+        check_input_dtype("x", x, self.time_layer.weight)
         up = self.upscale(x)
         if up.shape != x.shape:
             raise ValueError(f"upscale must return shape {tuple(x.shape)}, got {tuple(up.shape)}")
         # everything that depends on t alone, once per distinct timestep
-        t_unique, inverse = torch.unique(t, return_inverse=True)
-        t_emb = self.time_embedding(t_unique)  # (u, E)
-        # index_select, whose backward (index_add) is much faster than indexing's
-        weights = self.gate(t_unique, t_emb).index_select(0, inverse)  # (b, 2)
-        h_time = self.time_layer(t_emb).index_select(0, inverse)  # (b, 2H): [global | local]
+        rows, inverse = _distinct_timesteps(t)
+        t_emb = self.time_embedding(rows)  # (u, E)
+        weights = _spread(self.gate(rows, t_emb), inverse, x.shape[0])  # (b, 2)
+        h_time = _spread(self.time_layer(t_emb), inverse, x.shape[0])  # (b, 2H): [g | l]
         # unbind (not slicing) so that the backward pass stacks the two gradients
         # instead of scattering each into a zero-filled buffer
         t_global, t_local = h_time.view(-1, 2, self.hidden_dim).unbind(1)
         coords_global = self.coord_embedding(x).flatten(1)  # (b, d E)
         coords_local = self.coord_embedding(up).flatten(1)
-        if torch.is_grad_enabled():
+        tracing: bool = torch.jit.is_tracing()  # type: ignore[attr-defined, no-untyped-call]
+        # (torch.jit.trace checks a trace by re-running it without autograd: one path)
+        if torch.is_grad_enabled() or tracing:
             w_global, w_local = self.coord_layer.matrices().unbind(0)
             h = torch.stack(
                 (

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._utils import append_dims
+from .._validation import model_timesteps
 from .gate import TimestepGate
 from .rescale import LearnedAffineUpscale
 
@@ -107,15 +108,12 @@ class DualScaleBlock(nn.Module):
             )
         return local
 
-    def branches(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def branches(self, x: Tensor, t: Tensor | int) -> tuple[Tensor, Tensor, Tensor]:
         """Run both branches: returns ``(g, D(l), weights)``, shapes ``x``, ``x``, ``(b, 2)``."""
-        if t.ndim == 0 and x.ndim >= 2:
-            t = t.expand(x.shape[0])
-        if x.ndim < 2 or t.shape != (x.shape[0],):
-            raise ValueError(
-                f"expected x of shape (b, ...) and t of shape (b,), got {tuple(x.shape)} "
-                f"and {tuple(t.shape)}"
-            )
+        if not isinstance(x, Tensor) or x.ndim < 2:
+            got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            raise ValueError(f"x must be a tensor of shape (b, ...), got {got}")
+        t = model_timesteps(t, x.shape[0], x.device)
         weights = self.gate(t)
         g = self.global_branch(x, t)
         if g.shape != x.shape:
@@ -125,7 +123,7 @@ class DualScaleBlock(nn.Module):
         local = self._bring_back(self.local_branch(self.upscale(x), t), x)
         return g, local, weights
 
-    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+    def forward(self, x: Tensor, t: Tensor | int) -> Tensor:
         r""":math:`\alpha(t) g(x, t) + (1 - \alpha(t)) D(l(u(x), t))`, shape of ``x``."""
         g, local, weights = self.branches(x, t)
         w_global = append_dims(weights[:, 0], x.ndim).to(g.dtype)

@@ -97,7 +97,9 @@ class SinusoidalEmbedding(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """Embed every entry of ``x``: ``(*) -> (*, dim)``."""
+        if not isinstance(x, Tensor):
+            raise TypeError(f"x must be a tensor, got {type(x).__name__}")
         if torch.is_complex(x) or x.dtype == torch.bool:
-            raise TypeError(f"cannot embed a tensor of dtype {x.dtype}")
+            raise TypeError(f"x must be an integer or real tensor, got dtype {x.dtype}")
         args = (x.to(torch.float32) * self.scale).unsqueeze(-1) * self.freqs
         return torch.cat((torch.sin(args), torch.cos(args)), dim=-1).to(self._out_dtype)

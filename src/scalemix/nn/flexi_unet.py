@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from scalemix._validation import check_input_dtype, model_timesteps
 from scalemix.degradation.pyramid import unet_level
 from scalemix.nn._flexi_checks import _validate_config, _validate_entry_levels
 from scalemix.nn.unet_blocks import (
@@ -269,14 +270,15 @@ class FlexiUNet(nn.Module):
         used |= {f"upsamples.{i}." for i in range(e, levels - 1)}
         return [name for name, _ in self.named_parameters() if not name.startswith(tuple(used))]
 
-    def forward(self, x: Tensor, t: Tensor, out_size: int | None = None) -> Tensor:
+    def forward(self, x: Tensor, t: Tensor | int, out_size: int | None = None) -> Tensor:
         """Denoise ``x`` at its own resolution, or at the next (larger) pyramid resolution.
 
         Args:
             x: noisy images of shape ``(b, in_channels, r, r)`` with ``r`` one of
                 :attr:`resolutions`, or any size :meth:`level` accepts (e.g. 40 or 28
                 on a 64-px, 4-level UNet).
-            t: timesteps of shape ``(b,)`` (integer or real).
+            t: timesteps of shape ``(b,)`` (integer or real), or one timestep for the
+                batch (a number or a 0-d tensor).
             out_size: ``None`` or ``r`` (resolution-preserving step) or a larger size
                 ``o <= image_size`` that :meth:`level` accepts, at a level no deeper
                 than ``r``'s (resolution-increasing step: ``2r`` for a halving
@@ -289,22 +291,17 @@ class FlexiUNet(nn.Module):
         Raises:
             ValueError: for a non-square or unsupported resolution, a wrong
                 channel count, a bad ``out_size``, or ``t`` not of shape ``(b,)``.
-            TypeError: if ``x`` is not floating point or ``t`` is bool/complex.
+            TypeError: if ``x`` is not floating point or not of the parameters' dtype
+                (outside :func:`torch.autocast`), or ``t`` is bool/complex.
         """
         if x.ndim != 4 or x.shape[-1] != x.shape[-2]:
             raise ValueError(f"x must have shape (b, c, r, r), got {tuple(x.shape)}")
-        if not torch.is_floating_point(x):
-            raise TypeError(f"x must be a floating-point tensor, got dtype {x.dtype}")
+        check_input_dtype("x", x, self.input_conv.weight)
         if x.shape[1] != self.in_channels:
             raise ValueError(
                 f"x has {x.shape[1]} channels; this FlexiUNet accepts {self.in_channels}"
             )
-        if t.dtype == torch.bool or t.is_complex():
-            raise TypeError(f"t must be an integer or real tensor, got dtype {t.dtype}")
-        if t.shape != (x.shape[0],):
-            raise ValueError(
-                f"t must have shape ({x.shape[0]},) to match the batch, got {tuple(t.shape)}"
-            )
+        t = model_timesteps(t, x.shape[0], x.device)
         k, e = self._route(x.shape[-1], out_size)
         o = x.shape[-1] if out_size is None else out_size
         emb = self.time_embed(t)

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from .._utils import check_choice
+from .._validation import model_timesteps, timestep_batch
 from .embedding import SinusoidalEmbedding
 
 __all__ = ["GateMode", "TimestepGate"]
@@ -141,17 +142,22 @@ class TimestepGate(nn.Module):
         """Whether the weights depend on ``t`` (the ``"mlp"`` and ``"deep"`` modes)."""
         return self.network is not None
 
-    def forward(self, t: Tensor, t_emb: Tensor | None = None) -> Tensor:
+    def _device(self) -> torch.device:
+        for tensor in self.parameters():
+            return tensor.device
+        return self.time_embedding.freqs.device
+
+    def forward(self, t: Tensor | int, t_emb: Tensor | None = None) -> Tensor:
         r"""Mixing weights :math:`w(t)`, shape ``(b, n)``; rows sum to one.
 
         Args:
-            t: timesteps of shape ``(b,)``.
+            t: timesteps of shape ``(b,)``, or a number / 0-d tensor (one timestep:
+                ``b = 1``, or ``b`` of ``t_emb`` when given).
             t_emb: optional precomputed time embedding of shape ``(b, E)``, e.g. the
                 denoiser's own, so the embedding is computed once per forward pass.
         """
-        if t.ndim != 1:
-            raise ValueError(f"t must have shape (b,), got {tuple(t.shape)}")
-        batch = t.shape[0]
+        batch = t_emb.shape[0] if t_emb is not None and t_emb.ndim == 2 else timestep_batch(t)
+        t = model_timesteps(t, batch, self._device())
         if self.network is not None:
             if t_emb is None:
                 t_emb = self.time_embedding(t)
@@ -170,12 +176,12 @@ class TimestepGate(nn.Module):
         dtype = t_emb.dtype if t_emb is not None else weights.dtype
         return weights.to(dtype).unsqueeze(0).expand(batch, -1)
 
-    def weights(self, t: Tensor, t_emb: Tensor | None = None) -> Tensor:
+    def weights(self, t: Tensor | int, t_emb: Tensor | None = None) -> Tensor:
         """Alias of :meth:`forward`: the ``(b, n)`` branch weights at timesteps ``t``."""
         weights: Tensor = self(t, t_emb)
         return weights
 
-    def alpha(self, t: Tensor, t_emb: Tensor | None = None) -> Tensor:
+    def alpha(self, t: Tensor | int, t_emb: Tensor | None = None) -> Tensor:
         r"""The first (global) weight :math:`\alpha(t)`, shape ``(b,)``, in ``[0, 1]``."""
         weights: Tensor = self(t, t_emb)
         return weights[:, 0]

@@ -16,31 +16,28 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from .._validation import check_input_dtype, model_timesteps
 from .embedding import SinusoidalEmbedding
 
 __all__ = ["MLPDenoiser", "MLPResidualBlock"]
 
 
-def check_vector_inputs(x: Tensor, t: Tensor, input_dim: int) -> Tensor:
+def check_vector_inputs(x: Tensor, t: Tensor | int | float, input_dim: int) -> Tensor:
     """Validate ``x`` of shape ``(b, input_dim)`` and return ``t`` as a ``(b,)`` tensor.
 
-    ``t`` may be a 0-d tensor (broadcast to the batch) or have shape ``(b,)``.
+    ``t`` may be a number (Python or numpy), a 0-d tensor (broadcast to the batch) or
+    have shape ``(b,)``; see :func:`scalemix._validation.model_timesteps`.
 
     Raises:
-        TypeError: if ``t`` is not a tensor or ``x`` is not floating point.
+        TypeError: if ``t`` is not a number or a tensor, or ``x`` is not floating point.
         ValueError: on any shape mismatch.
     """
-    if not isinstance(t, Tensor):
-        raise TypeError(f"t must be a tensor of timesteps, got {type(t).__name__}")
-    if not torch.is_floating_point(x):
-        raise TypeError(f"x must be a floating-point tensor, got dtype {x.dtype}")
+    if not isinstance(x, Tensor) or not torch.is_floating_point(x):
+        got = x.dtype if isinstance(x, Tensor) else type(x).__name__
+        raise TypeError(f"x must be a floating-point tensor, got {got}")
     if x.ndim != 2 or x.shape[1] != input_dim:
         raise ValueError(f"x must have shape (b, {input_dim}), got {tuple(x.shape)}")
-    if t.ndim == 0:
-        return t.expand(x.shape[0])
-    if t.shape != (x.shape[0],):
-        raise ValueError(f"t must have shape ({x.shape[0]},) or be a scalar, got {tuple(t.shape)}")
-    return t
+    return model_timesteps(t, x.shape[0], x.device)
 
 
 def check_widths(embedding_dim: int, hidden_dim: int, num_blocks: int, input_dim: int) -> None:
@@ -113,14 +110,18 @@ class MLPDenoiser(nn.Module):
         self.blocks = nn.ModuleList(MLPResidualBlock(hidden_dim) for _ in range(num_blocks))
         self.output_layer = nn.Linear(hidden_dim, input_dim)
 
-    def embed(self, x: Tensor, t: Tensor) -> Tensor:
+    def embed(self, x: Tensor, t: Tensor | int) -> Tensor:
         """The network input ``[e(x_1), ..., e(x_d), e(t)]``, shape ``(b, (d + 1) E)``."""
         t = check_vector_inputs(x, t, self.input_dim)
+        check_input_dtype("x", x, self.input_layer.weight)
         coords = self.coord_embedding(x).flatten(1)
         return torch.cat((coords, self.time_embedding(t)), dim=-1).to(x.dtype)
 
-    def forward(self, x: Tensor, t: Tensor) -> Tensor:
-        r"""Predict :math:`\hat\epsilon`: ``(b, d), (b,) -> (b, d)``."""
+    def forward(self, x: Tensor, t: Tensor | int) -> Tensor:
+        r"""Predict :math:`\hat\epsilon`: ``(b, d), (b,) -> (b, d)``.
+
+        ``t`` may also be a 0-d tensor or a number shared by the batch.
+        """
         h = self.input_layer(self.embed(x, t))
         for block in self.blocks:
             h = block(h)

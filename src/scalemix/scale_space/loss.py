@@ -135,14 +135,19 @@ def scale_space_loss_terms(
         :class:`ScaleSpaceLossTerms`.
 
     Raises:
-        ValueError: items with different resolution pairs, a wrong noise shape, a model
-            output of the wrong shape, or ``min_snr_gamma <= 0``.
+        ValueError: an empty batch, items with different resolution pairs, a wrong noise
+            shape, a model output of the wrong shape, or ``min_snr_gamma <= 0``.
     """
     if min_snr_gamma is not None and not min_snr_gamma > 0:
         raise ValueError(f"min_snr_gamma must be None or positive, got {min_snr_gamma}")
     size = degradation.image_size
     check_state("x0", x0, (size, size))
     b, c = int(x0.shape[0]), int(x0.shape[1])
+    if b == 0:
+        raise ValueError(
+            f"x0 must hold at least one image: the loss is a mean over the batch, "
+            f"got shape {tuple(x0.shape)}"
+        )
     if t is None:
         tt = sample_training_timesteps(
             degradation, b, generator=generator, mode=timestep_sampling, device=x0.device

@@ -21,7 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .._utils import check_choice, check_finite, progress_bar, randn
+from .._utils import check_choice, check_finite, check_steps, progress_bar, randn
+from .._validation import check_model_dtype, shared_timesteps
 from ..degradation.posterior import ReverseMethod, reverse_step
 from ..degradation.protocol import LinearDegradation
 from ..degradation.respacing import Spacing, respaced_timesteps
@@ -128,9 +129,10 @@ def scale_space_sample(
         Samples of shape ``(b, c, *spatial_shape(-1))``.
 
     Raises:
-        ValueError: bad sizes, a model output of the wrong shape, non-finite values, an
-            unknown ``final_step`` or ``spacing``, or ``final_step="reference"`` with a
-            last kept timestep below full resolution.
+        ValueError: bad sizes, a model output of the wrong shape, non-finite values in
+            ``x_T``, an unknown ``final_step`` or ``spacing``, or
+            ``final_step="reference"`` with a last kept timestep below full resolution.
+        TypeError: ``dtype`` differs from the floating dtype of the model's parameters.
     """
     check_choice("final_step", final_step, get_args(FinalStep))
     if channels is None:
@@ -139,8 +141,11 @@ def scale_space_sample(
     for name, value in (("batch_size", batch_size), ("channels", channels)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive int, got {value!r}")
+    check_steps(steps, degradation.num_train_timesteps)
     if device is None:
         device = generator.device if generator is not None else torch.device("cpu")
+    if isinstance(model, torch.nn.Module):
+        check_model_dtype(model, dtype)
     ts = [int(v) for v in respaced_timesteps(degradation, steps, spacing).tolist()]
     full_shape = degradation.spatial_shape(-1)
     if final_step == "reference" and degradation.spatial_shape(ts[-1]) != full_shape:
@@ -162,7 +167,7 @@ def scale_space_sample(
     for i in progress_bar(range(len(ts)), enabled=progress, total=len(ts), desc="sampling"):
         t, s = ts[i], targets[i]
         s_shape = degradation.spatial_shape(s)
-        t_batch = torch.full((batch_size,), t, dtype=torch.long, device=x.device)
+        t_batch = shared_timesteps(t, batch_size, x.device)
         model_in = x
         if upsample_top_level and s_shape == full_shape != tuple(x.shape[2:]):
             model_in = F.interpolate(x, size=s_shape, mode="bilinear", align_corners=False)

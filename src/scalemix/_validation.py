@@ -1,0 +1,116 @@
+"""Validation of what a model's forward receives: timesteps and input dtype.
+
+Every denoiser (:class:`~scalemix.nn.MLPDenoiser`, :class:`~scalemix.nn.DualScaleDenoiser`,
+:class:`~scalemix.nn.DualScaleBlock`, :class:`~scalemix.nn.TimestepGate`,
+:class:`~scalemix.nn.FlexiUNet`) reads its ``t`` through :func:`model_timesteps` and
+checks its input against its parameters with :func:`check_input_dtype`, so all accept
+the same timestep kinds and fail with the same messages. Both look at metadata only
+(type, dtype, shape): no host synchronisation and no graph break.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ._utils import debug_check_finite
+
+__all__ = [
+    "check_input_dtype",
+    "check_model_dtype",
+    "model_timesteps",
+    "shared_timesteps",
+    "timestep_batch",
+]
+
+
+def model_timesteps(t: object, batch: int, device: torch.device, *, name: str = "t") -> Tensor:
+    """Return a model's timesteps as a ``(batch,)`` tensor on ``device``.
+
+    Accepted: a Python or numpy integer or float (the same timestep for every item),
+    a 0-d tensor (broadcast to the batch), or a tensor / numpy array of shape
+    ``(batch,)``. Integer and real timesteps keep their kind (an int becomes int64, a
+    float float32). A broadcast timestep is returned as an expanded view (stride 0),
+    which models may read as "one timestep for the whole batch".
+
+    Raises:
+        TypeError: a bool, complex or non-numeric ``t``.
+        ValueError: a tensor of another shape.
+    """
+    if isinstance(t, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a number or a tensor of timesteps, got a bool")
+    if isinstance(t, (int, np.integer)):
+        return torch.full((1,), int(t), dtype=torch.long, device=device).expand(batch)
+    if isinstance(t, (float, np.floating)):
+        return torch.full((1,), float(t), dtype=torch.float32, device=device).expand(batch)
+    if isinstance(t, np.ndarray):
+        if not (np.issubdtype(t.dtype, np.integer) or np.issubdtype(t.dtype, np.floating)):
+            raise TypeError(f"{name} must hold integers or reals, got an array of {t.dtype}")
+        t = torch.from_numpy(t)
+    if not isinstance(t, Tensor):
+        raise TypeError(
+            f"{name} must be a number or a tensor of timesteps of shape ({batch},), "
+            f"got {type(t).__name__}"
+        )
+    if t.dtype == torch.bool or t.is_complex():
+        raise TypeError(f"{name} must be an integer or real tensor, got dtype {t.dtype}")
+    if t.ndim == 0:
+        return t.to(device).reshape(1).expand(batch)
+    if t.shape != (batch,):
+        raise ValueError(
+            f"{name} must have shape ({batch},) to match the batch (shape (b,)) or be a "
+            f"scalar; got shape {tuple(t.shape)}"
+        )
+    return t.to(device)
+
+
+def timestep_batch(t: object) -> int:
+    """The batch size a bare ``t`` describes: its length, or 1 for a single timestep."""
+    shape: tuple[int, ...] = tuple(getattr(t, "shape", ()))
+    return int(shape[0]) if len(shape) >= 1 else 1
+
+
+def check_input_dtype(name: str, x: Tensor, parameter: Tensor) -> None:
+    """Raise a ``TypeError`` unless ``x`` has the dtype of the model's ``parameter``.
+
+    Skipped under :func:`torch.autocast`, which casts per operation. Inside
+    :func:`scalemix.debug.check_values` it also checks that ``x`` is finite.
+
+    Raises:
+        TypeError: ``x`` is not floating point, or its dtype differs from the parameters'.
+        ValueError: a NaN or an infinity in ``x``, inside :func:`~scalemix.debug.check_values`.
+    """
+    debug_check_finite(name, x)  # the dtype always; the values inside check_values()
+    if x.dtype != parameter.dtype and not torch.is_autocast_enabled(x.device.type):
+        raise TypeError(
+            f"{name} has dtype {x.dtype} but the model's parameters are {parameter.dtype}; "
+            f"cast the input (x.to({parameter.dtype})) or the model "
+            f"(model.to({x.dtype})), or run under torch.autocast"
+        )
+
+
+def check_model_dtype(model: torch.nn.Module, dtype: torch.dtype, name: str = "dtype") -> None:
+    """Raise a ``TypeError`` if ``model`` has floating parameters of another ``dtype``.
+
+    For entry points that create the model's input themselves (the samplers' ``dtype``
+    argument). Models without floating parameters, and calls under
+    :func:`torch.autocast`, pass.
+    """
+    for parameter in model.parameters():
+        if not torch.is_floating_point(parameter):
+            continue
+        if parameter.dtype != dtype and not torch.is_autocast_enabled(parameter.device.type):
+            raise TypeError(
+                f"{name}={dtype} does not match the model's parameters ({parameter.dtype}); "
+                f"pass dtype={parameter.dtype} or cast the model with model.to({dtype})"
+            )
+        return
+
+
+def shared_timesteps(t: int, batch: int, device: torch.device | str) -> Tensor:
+    """One timestep for a whole batch: an int64 ``(batch,)`` view with stride 0.
+
+    Models may read the zero stride as "compute the time-only work once".
+    """
+    return torch.full((1,), t, dtype=torch.long, device=device).expand(batch)
