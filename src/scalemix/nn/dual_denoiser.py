@@ -52,15 +52,23 @@ _PRESET_GATES: dict[str, tuple[Literal["fixed", "learned", "mlp", "deep"], float
 }
 
 
+def _is_vmapped(t: Tensor) -> bool:
+    """Whether ``t`` is a batched tensor of :func:`torch.vmap` (e.g. in ``train_ensemble``)."""
+    return bool(torch._C._functorch.is_batchedtensor(t))
+
+
 def _distinct_timesteps(t: Tensor) -> tuple[Tensor, Tensor | None]:
     """The rows of ``t`` to compute time-only work for, and how to spread them back.
 
     * a broadcast timestep (stride 0, e.g. from a 0-d ``t`` or a sampler): one row;
     * a CPU tensor in eager mode: the distinct values and the inverse index
       (:func:`torch.unique` needs no device synchronisation there);
-    * otherwise (an accelerator, or under :func:`torch.compile`, where the data-dependent
-      size of ``unique`` would synchronise or break the graph): every row.
+    * otherwise (an accelerator, under :func:`torch.compile` or :func:`torch.vmap`,
+      where the data-dependent size of ``unique`` would synchronise, break the graph or
+      fail): every row.
     """
+    if _is_vmapped(t):
+        return t, None
     if t.shape[0] > 0 and t.stride(0) == 0:
         return t[:1], None
     if t.device.type == "cpu" and not torch.compiler.is_compiling():
