@@ -59,7 +59,6 @@ def test_equals_separate_runs(build: Callable[[], nn.Module], loss: str) -> None
     gens = [torch.Generator().manual_seed(100 + k) for k in range(3)]
     result = train_ensemble(models, scheduler, data, generators=gens, loss=loss, **SETTINGS)
     assert result.losses.shape == (3, SETTINGS["steps"])
-    # MLPDenoiser runs under vmap; a model vmap cannot batch runs copy by copy
     assert result.vectorized  # every built-in 2D denoiser runs under torch.vmap
     for k in range(3):
         torch.testing.assert_close(result.losses[k], separate[k].losses, rtol=1e-5, atol=1e-6)
