@@ -56,9 +56,9 @@ PARTS = {
 CAPS = {
     "step_ratio": 95.0,
     "study_2d": 45.0,
-    "ssd_sampling": 45.0,
-    "unet_training": 45.0,
-    "celeba_preset": 35.0,
+    "ssd_sampling": 150.0,
+    "unet_training": 100.0,
+    "celeba_preset": 80.0,
 }
 TINY_CAP = 40.0
 
