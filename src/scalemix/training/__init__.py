@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from .ema import MultiAvgFn as MultiAvgFn
+from .ema import ema_warmup_decay as ema_warmup_decay
+from .ema import make_ema as make_ema
+from .ema import warmup_ema_multi_avg_fn as warmup_ema_multi_avg_fn
 from .loop import Batching as Batching
 from .loop import LossName as LossName
 from .loop import TrainResult as TrainResult
@@ -18,12 +22,16 @@ __all__ = [
     "Batching",
     "LossFn",
     "LossName",
+    "MultiAvgFn",
     "TrainResult",
     "TrainState",
     "draw_noise_and_timesteps",
+    "ema_warmup_decay",
     "eps_mse_loss",
     "evaluate_eps_mse",
     "hybrid_loss",
+    "make_ema",
     "train",
     "vlb_term",
+    "warmup_ema_multi_avg_fn",
 ]
