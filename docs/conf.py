@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import sys
 import warnings
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, Literal
 
 import scalemix
 
@@ -91,12 +92,18 @@ def _attr_doc(obj: object, name: str, modules: list[ModuleType]) -> str:
     for module in modules:
         try:
             docs = ModuleAnalyzer.for_module(module.__name__).find_attr_docs()
-        except Exception:  # noqa: BLE001 - no source: fall through
+        except Exception:  # no source to read: fall through
             continue
         lines = docs.get(("", name))
         if lines:
             return " ".join(line.strip() for line in lines if line.strip())
-    return f"Type alias or constant ``{name}``."
+    args = getattr(obj, "__args__", None)
+    if getattr(obj, "__origin__", None) is Literal and args:
+        return "Accepted values: " + ", ".join(f"``{a!r}``" for a in args) + "."
+    if isinstance(obj, (str, int, float, tuple)):
+        return f"Constant: ``{obj!r}``."
+    text = repr(obj).replace("typing.", "")
+    return f"Type alias of ``{text}``."
 
 
 def _summary(obj: object) -> str:
@@ -156,11 +163,17 @@ def _module_page(name: str, title: str, modules: dict[str, ModuleType]) -> str:
         for n, owner in elsewhere:
             obj = getattr(package, n)
             role = "py:obj"
-            text = _summary(obj) if _is_documented_object(obj) else _attr_doc(obj, n, [])
+            if _is_documented_object(obj):
+                text = _summary(obj)
+            else:
+                prefix = f"{owner}."
+                scope = [m for k, m in sys.modules.items() if k == owner or k.startswith(prefix)]
+                text = _attr_doc(obj, n, scope)
             lines += [f"   * - :{role}:`~{owner}.{n}`", f"     - {text or n}"]
         lines.append("")
     if name == "scalemix":
-        lines += ["Package version: ``scalemix.__version__`` = ``" + scalemix.__version__ + "``.", ""]
+        version_line = f"Package version: ``scalemix.__version__`` = ``{scalemix.__version__}``."
+        lines += [version_line, ""]
     for mod in defining:
         heading = f"Module ``{mod.__name__}``"
         lines += [heading, "-" * len(heading), ""]
