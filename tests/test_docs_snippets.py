@@ -28,9 +28,13 @@ def _run_page(page: str) -> tuple[dict[str, object], str]:
     assert blocks, f"{page} has no python code block"
     namespace: dict[str, object] = {"__name__": f"snippets_{Path(page).stem}"}
     out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        for code in blocks:  # blocks of one page build on each other, as a reader runs them
-            exec(compile(code, page, "exec"), namespace)
+    threads = torch.get_num_threads()
+    try:
+        with contextlib.redirect_stdout(out):
+            for code in blocks:  # blocks of one page build on each other, as a reader runs them
+                exec(compile(code, page, "exec"), namespace)
+    finally:
+        torch.set_num_threads(threads)  # a page may pin torch to one thread
     return namespace, out.getvalue()
 
 
