@@ -18,6 +18,7 @@ pytest.importorskip("furo")
 pytest.importorskip("myst_parser")
 
 ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow  # one Sphinx build (about 20 s) shared by the tests below
 
 
 class _Page(HTMLParser):

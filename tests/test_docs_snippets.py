@@ -51,6 +51,7 @@ def test_python_blocks_run(page: str) -> None:
     _run_page(page)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("page", ["README.md", "docs/getting_started.md"])
 def test_quickstart_prints_the_stated_kl(page: str) -> None:
     namespace, printed = _run_page(page)
