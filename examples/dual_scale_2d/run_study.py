@@ -2,8 +2,9 @@
 
 Trains each model on circle, dino, line and moons with the published settings (10,000
 steps, batch 256, T = 100, AdamW 3e-4 with cosine annealing, clipping 0.5, EMA 0.995
-every 10 steps), over several seeds, and writes a results table (markdown and JSON) next
-to the paper's numbers, plus plots of samples, alpha(t) and training losses.
+every 10 steps with the reference's warm-up), over several seeds, and writes a results
+table (markdown and JSON) next to the paper's numbers, plus plots of samples, alpha(t)
+and training losses.
 
     python examples/dual_scale_2d/run_study.py --out outputs/study          # full study
     python examples/dual_scale_2d/run_study.py --quick --out outputs/quick  # a few minutes
