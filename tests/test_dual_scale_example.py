@@ -15,7 +15,9 @@ pytest.importorskip("tqdm")
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "dual_scale_2d"
 
 
-def test_quick_study_writes_results(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_quick_study_writes_results(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.syspath_prepend(str(EXAMPLE))
     sys.modules.pop("run_study", None)
     import run_study
@@ -32,10 +34,16 @@ def test_quick_study_writes_results(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         "adaptive",
         "--threads",
         "1",
+        "--jobs",
+        "1",
         "--out",
         str(out),
     ]
     summary = run_study.main(argv)
+    printed = capsys.readouterr()
+    assert "[2/2]" in printed.out and "ETA" in printed.out  # an overall ETA after every run
+    assert "sampling 5,000 points" in printed.out  # every long stage says what it does
+    assert "sampling: 100% (100/100)" in printed.err  # no terminal: progress as lines
     for name in (
         "results.md",
         "results.json",
@@ -51,6 +59,8 @@ def test_quick_study_writes_results(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert len(data["runs"][1]["alpha"]) == 100  # the adaptive gate over T = 100
     assert set(summary["moons"]) == {"baseline", "adaptive"}
     assert "not comparable" in (out / "results.md").read_text()
+    assert run_study.parse_args([]).threads == 1  # one torch thread per run by default
+    assert run_study.parse_args([]).jobs == run_study.default_jobs()
     # --resume keeps the finished runs and has nothing left to do
     again = run_study.main([*argv, "--resume"])
     assert again["moons"]["baseline"]["kl"] == summary["moons"]["baseline"]["kl"]

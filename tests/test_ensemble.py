@@ -149,7 +149,7 @@ def test_run_study_batched_matches_separate_runs(
 
     small = dataclasses.replace(run_study.QUICK, n_data=2_000, n_samples=500)
     monkeypatch.setattr(run_study, "QUICK", small)
-    monkeypatch.setattr(run_study, "write_plots", lambda *args: None)
+    monkeypatch.setattr(run_study, "write_plots", lambda *args, **kwargs: None)
     argv = ["--quick", "--steps", "4", "--datasets", "moons", "line", "--models", "baseline"]
     argv += ["--threads", "1"]
     runs = {}

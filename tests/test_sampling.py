@@ -125,3 +125,9 @@ def test_bad_sample_arguments(kwargs: dict[str, object]) -> None:
     shape = kwargs.pop("shape", (2, 2))
     with pytest.raises(ValueError):
         sample(GaussianOracle(s), s, shape, **kwargs)  # type: ignore[arg-type]
+
+
+def test_bad_steps_message_names_steps() -> None:
+    s = DDPMScheduler(100)
+    with pytest.raises(ValueError, match=r"steps must be None .* \[1, 100\].*got 500"):
+        sample(GaussianOracle(s), s, (2, 2), steps=500)

@@ -64,67 +64,151 @@ def write_markdown(summary: dict[str, Any], meta: dict[str, Any], path: Path) ->
     return text
 
 
-def write_plots(runs: list[dict[str, Any]], out: Path) -> None:
-    """Samples (models x datasets, first seed), alpha(t) curves and training losses."""
+def _smooth(values: list[float], window: int) -> list[float]:
+    """Centred moving average (shorter windows at the ends)."""
+    half = max(1, window) // 2
+    out = []
+    for i in range(len(values)):
+        chunk = values[max(0, i - half) : i + half + 1]
+        out.append(sum(chunk) / len(chunk))
+    return out
+
+
+def write_plots(
+    runs: list[dict[str, Any]], out: Path, *, steps: int, data_seed: int = 42
+) -> list[str]:
+    """Samples beside the data, alpha(t) curves and training losses; return the files.
+
+    Sized for a documentation column (about 8 inches wide at 100 dpi). ``samples.png``
+    needs the runs' ``samples`` (present in ``runs.jsonl``, not in ``results.json``).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from scalemix.datasets import make_dataset
+
     datasets = list(dict.fromkeys(r["dataset"] for r in runs))
     models = list(dict.fromkeys(r["model"] for r in runs))
-    first = {
-        (r["dataset"], r["model"]): r for r in runs if r["seed"] == min(x["seed"] for x in runs)
-    }
+    seed0 = min(r["seed"] for r in runs)
+    first = {(r["dataset"], r["model"]): r for r in runs if r["seed"] == seed0}
+    written = []
 
-    fig, axes = plt.subplots(
-        len(models), len(datasets), figsize=(3 * len(datasets), 3 * len(models)), squeeze=False
-    )
-    for i, m in enumerate(models):
-        for j, d in enumerate(datasets):
-            ax = axes[i][j]
-            pts = first[(d, m)]["samples"]
-            ax.scatter([p[0] for p in pts], [p[1] for p in pts], s=1, alpha=0.5)
-            ax.set_title(f"{d} / {m}: KL {first[(d, m)]['kl']:.3f}", fontsize=9)
-            ax.set_xticks([])
-            ax.set_yticks([])
-    fig.tight_layout()
-    fig.savefig(out / "samples.png", dpi=110)
-    plt.close(fig)
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for d in datasets:
-        curves = [
-            r["alpha"]
-            for r in runs
-            if r["dataset"] == d and r["model"] == "adaptive" and "alpha" in r
-        ]
-        if curves:
-            mean = [sum(c[t] for c in curves) / len(curves) for t in range(len(curves[0]))]
-            ax.plot(mean, label=d)
-    ax.set_xlabel("timestep t")
-    ax.set_ylabel("alpha(t) (weight of the global branch)")
-    ax.set_title("adaptive gate, mean over seeds")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / "alpha.png", dpi=110)
-    plt.close(fig)
-
-    fig, axes = plt.subplots(1, len(datasets), figsize=(4 * len(datasets), 3.2), squeeze=False)
-    for j, d in enumerate(datasets):
-        for m in models:
-            r = first[(d, m)]
-            window = max(1, len(r["losses"]) // 25)
-            ls = r["losses"]
-            smooth = [
-                sum(ls[max(0, i - window) : i + 1]) / len(ls[max(0, i - window) : i + 1])
-                for i in range(len(ls))
+    if all("samples" in r for r in first.values()):
+        fig, axes = plt.subplots(
+            len(datasets),
+            len(models) + 1,
+            figsize=(2.0 * (len(models) + 1), 2.0 * len(datasets)),
+            squeeze=False,
+        )
+        for i, d in enumerate(datasets):
+            ref = make_dataset(d, 2_000, seed=data_seed)  # type: ignore[arg-type]
+            lo, hi = ref.min(0).values, ref.max(0).values
+            pad = 0.15 * (hi - lo).max()
+            panels = [("data", ref.tolist(), None)] + [
+                (m, first[(d, m)]["samples"][:2_000], first[(d, m)]["kl"]) for m in models
             ]
-            axes[0][j].plot(smooth, label=m)
-        axes[0][j].set_title(d)
-        axes[0][j].set_xlabel("step (subsampled)")
-        axes[0][j].set_ylabel("training loss")
-        axes[0][j].legend(fontsize=8)
+            for j, (title, pts, kl) in enumerate(panels):
+                ax = axes[i][j]
+                if j > 0:  # the reference data in grey under every model's samples
+                    ax.scatter(ref[:, 0], ref[:, 1], s=0.5, c="0.8", rasterized=True)
+                color = "0.25" if j == 0 else f"C{j - 1}"
+                ax.scatter(
+                    [q[0] for q in pts], [q[1] for q in pts], s=0.5, c=color, rasterized=True
+                )
+                ax.set_xlim(float(lo[0] - pad), float(hi[0] + pad))
+                ax.set_ylim(float(lo[1] - pad), float(hi[1] + pad))
+                ax.set_aspect("equal", adjustable="box")
+                ax.tick_params(labelsize=6, length=2, pad=1)
+                label = f"{d}: data" if j == 0 else f"{title}\nKL {kl:.3f} bits"
+                ax.set_title(label, fontsize=7)
+        fig.suptitle(
+            f"Samples (colour) over the training data (grey), seed {seed0}, "
+            f"{steps:,} training steps; KL(data || samples)",
+            fontsize=8,
+        )
+        fig.tight_layout()
+        fig.savefig(out / "samples.png", dpi=100)
+        plt.close(fig)
+        written.append("samples.png")
+
+    adaptive = [r for r in runs if r["model"] == "adaptive" and "alpha" in r]
+    curves_by_dataset = {d: [r["alpha"] for r in adaptive if r["dataset"] == d] for d in datasets}
+    n_seeds = len({r["seed"] for r in runs})
+    if any(curves_by_dataset.values()):
+        fig, ax = plt.subplots(figsize=(6, 3.6))
+        for d, curves in curves_by_dataset.items():
+            if curves:
+                mean = [sum(c[t] for c in curves) / len(curves) for t in range(len(curves[0]))]
+                ax.plot(mean, label=d)
+        ax.axhline(0.5, color="0.6", lw=0.8, ls="--", label="fixed 0.5")
+        ax.set_xlabel("timestep t (0 = clean data)")
+        ax.set_ylabel("alpha(t), weight of the global branch")
+        ax.set_title(f"Learned gate of the adaptive model, mean over {n_seeds} seed(s)", fontsize=9)
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(out / "alpha.png", dpi=100)
+        plt.close(fig)
+        written.append("alpha.png")
+
+    cols = 2 if len(datasets) > 1 else 1
+    rows = -(-len(datasets) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(8, 2.6 * rows), squeeze=False)
+    for k, d in enumerate(datasets):
+        ax = axes[k // cols][k % cols]
+        for j, m in enumerate(models):
+            losses = first[(d, m)]["losses"]
+            stride = max(1, steps // max(1, len(losses)))
+            x = [1 + i * stride for i in range(len(losses))]
+            if j == 0:
+                ax.plot(x, losses, color="0.75", lw=0.5, label=f"{m}, raw ({stride}-step grid)")
+            smooth = _smooth(losses, max(1, len(losses) // 25))
+            ax.plot(x, smooth, color=f"C{j}", lw=1.6 - 0.4 * j, ls=("-", "--", ":")[j % 3], label=m)
+        ax.set_yscale("log")
+        ax.set_title(d, fontsize=9)
+        ax.set_xlabel("training step", fontsize=8)
+        ax.set_ylabel("noise MSE (log)", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7)
+    for k in range(len(datasets), rows * cols):
+        axes[k // cols][k % cols].axis("off")
+    fig.suptitle(
+        f"Training loss, seed {seed0}, smoothed (the models share batches, timesteps and "
+        "noise, so their curves nearly coincide)",
+        fontsize=8,
+    )
     fig.tight_layout()
-    fig.savefig(out / "losses.png", dpi=110)
+    fig.savefig(out / "losses.png", dpi=100)
     plt.close(fig)
+    written.append("losses.png")
+    return written
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Redraw the plots of a finished study from its ``results.json`` (and ``runs.jsonl``).
+
+    python examples/dual_scale_2d/report.py outputs/quick
+    python examples/dual_scale_2d/report.py docs/_static/results_2d
+    """
+    import argparse
+    import json
+
+    p = argparse.ArgumentParser(description=main.__doc__)
+    p.add_argument("out", type=Path, help="the study's output folder")
+    args = p.parse_args(argv)
+    results = json.loads((args.out / "results.json").read_text())
+    log = args.out / "runs.jsonl"
+    if log.exists():
+        runs = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    else:
+        runs = results["runs"]
+    cfg = results["meta"]["config"]
+    files = write_plots(runs, args.out, steps=cfg["steps"], data_seed=cfg["data_seed"])
+    print(f"wrote {', '.join(files)} in {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -112,6 +112,14 @@ def sample(
         if tuple(x_T.shape) != shape:
             raise ValueError(f"x_T must have shape {shape}, got {tuple(x_T.shape)}")
         x = check_finite("x_T", x_T).to(device=device, dtype=dtype)
+    num_t = scheduler.num_train_timesteps
+    if steps is not None and (
+        isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= num_t
+    ):
+        raise ValueError(
+            f"steps must be None (every training timestep) or an int in [1, {num_t}] "
+            f"(the scheduler's num_train_timesteps), got {steps!r}"
+        )
     ts = scheduler.timesteps(steps, spacing).tolist()
     targets = [*ts[1:], -1]
     for i in progress_bar(range(len(ts)), enabled=progress, total=len(ts), desc="sampling"):

@@ -9,10 +9,15 @@ from .checkpoint import list_checkpoints as list_checkpoints
 from .checkpoint import load_checkpoint as load_checkpoint
 from .checkpoint import save_checkpoint as save_checkpoint
 from .checkpoint import verify_checkpoint as verify_checkpoint
+from .ema import MultiAvgFn as MultiAvgFn
+from .ema import ema_warmup_decay as ema_warmup_decay
+from .ema import make_ema as make_ema
+from .ema import warmup_ema_multi_avg_fn as warmup_ema_multi_avg_fn
 from .ensemble import EmaSchedule as EmaSchedule
 from .ensemble import EnsembleResult as EnsembleResult
 from .ensemble import periodic_ema as periodic_ema
 from .ensemble import train_ensemble as train_ensemble
+from .ensemble import warmup_ema as warmup_ema
 from .image_config import ImageTrainConfig as ImageTrainConfig
 from .image_config import LRScheduleName as LRScheduleName
 from .image_config import lr_factor as lr_factor
@@ -49,12 +54,14 @@ __all__ = [
     "LRScheduleName",
     "LossFn",
     "LossName",
+    "MultiAvgFn",
     "Precision",
     "TrainResult",
     "TrainState",
     "autocast_context",
     "compile_model",
     "draw_noise_and_timesteps",
+    "ema_warmup_decay",
     "eps_mse_loss",
     "evaluate_eps_mse",
     "find_latest_checkpoint",
@@ -63,6 +70,7 @@ __all__ = [
     "list_checkpoints",
     "load_checkpoint",
     "lr_factor",
+    "make_ema",
     "periodic_ema",
     "save_checkpoint",
     "train",
@@ -70,4 +78,6 @@ __all__ = [
     "train_images",
     "verify_checkpoint",
     "vlb_term",
+    "warmup_ema",
+    "warmup_ema_multi_avg_fn",
 ]

@@ -22,7 +22,8 @@ The EMA follows a schedule, a pure function ``step -> decay`` (:data:`EmaSchedul
 after optimiser step :math:`s` (1-based) the EMA is left alone when it returns
 ``None``, set to the weights when it returns ``0``, and otherwise updated as
 :math:`\theta^\text{EMA} \leftarrow \delta\,\theta^\text{EMA} + (1 - \delta)\,\theta_s`.
-:func:`periodic_ema` gives ``train``'s ``(ema_decay, ema_every)`` rule.
+:func:`warmup_ema` gives ``train``'s default rule (the reference's warm-up, see
+:mod:`scalemix.training.ema`), :func:`periodic_ema` its ``ema_warmup=None`` rule.
 """
 
 from __future__ import annotations
@@ -41,19 +42,21 @@ from torch.optim.lr_scheduler import CosineAnnealingLR
 from .._utils import check_choice, progress_bar
 from ..scheduler import DDPMScheduler
 from ._stacking import Wrap, check_models, clip_per_copy, stack_data, unstack, vmap_works
+from .ema import ema_warmup_decay
 from .loop import Batching, LossName, _batches, _check_positive
 from .losses import draw_noise_and_timesteps, vlb_term
 from .precision import Precision, autocast_context, compile_model, grad_scaler
 
-__all__ = ["EmaSchedule", "EnsembleResult", "periodic_ema", "train_ensemble"]
+__all__ = ["EmaSchedule", "EnsembleResult", "periodic_ema", "train_ensemble", "warmup_ema"]
 
 EmaSchedule = Callable[[int], float | None]
 """``step -> decay``: ``None`` (no update after this step), ``0`` (copy) or a decay."""
 
 
 def periodic_ema(decay: float, every: int) -> EmaSchedule:
-    """The EMA rule of :func:`~scalemix.training.train`: update after every ``every``-th
-    step, the first update copying the weights, the others with decay ``decay``.
+    """The EMA rule of :func:`~scalemix.training.train` with ``ema_warmup=None``: update
+    after every ``every``-th step, the first update copying the weights, the others
+    with decay ``decay``.
 
     Returns:
         A pure function of the 1-based optimiser step.
@@ -67,6 +70,29 @@ def periodic_ema(decay: float, every: int) -> EmaSchedule:
         if step % every:
             return None
         return 0.0 if step == every else decay
+
+    return schedule
+
+
+def warmup_ema(decay: float, every: int, warmup: int = 100) -> EmaSchedule:
+    r"""The default EMA rule of :func:`~scalemix.training.train`: update after every
+    ``every``-th step :math:`s`, the first update copying the weights, the later ones
+    with decay :func:`~scalemix.training.ema_warmup_decay` at :math:`k = s -` ``every``
+    (``beta=decay``, ``warmup=warmup``), as :func:`~scalemix.training.make_ema` does.
+
+    Returns:
+        A pure function of the 1-based optimiser step.
+    """
+    periodic_ema(decay, every)  # validates decay and every
+    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+        raise ValueError(f"warmup must be an integer >= 0, got {warmup!r}")
+
+    def schedule(step: int) -> float | None:
+        if step % every:
+            return None
+        if step == every:
+            return 0.0
+        return float(ema_warmup_decay(step - every, beta=decay, warmup=warmup))
 
     return schedule
 
@@ -103,6 +129,7 @@ def train_ensemble(
     grad_clip: float | None = 0.5,
     ema_decay: float = 0.995,
     ema_every: int = 10,
+    ema_warmup: int | None = 100,
     ema_schedule: EmaSchedule | None = None,
     loss: LossName = "mse",
     kl_weight: float = 0.1,
@@ -126,9 +153,11 @@ def train_ensemble(
         lr: peak AdamW learning rate.
         weight_decay: AdamW's decoupled weight decay.
         grad_clip: maximum gradient norm of each copy, or ``None``.
-        ema_decay: EMA decay of :func:`periodic_ema` (when ``ema_schedule`` is None).
-        ema_every: EMA period of :func:`periodic_ema`.
-        ema_schedule: an :data:`EmaSchedule` replacing ``(ema_decay, ema_every)``.
+        ema_decay: EMA decay :math:`\\beta` (when ``ema_schedule`` is None).
+        ema_every: EMA period.
+        ema_warmup: the warm-up of :func:`warmup_ema`, as in ``train``; ``None`` for
+            :func:`periodic_ema` (a constant ``ema_decay``).
+        ema_schedule: an :data:`EmaSchedule` replacing the three settings above.
         loss: ``"mse"`` or ``"hybrid"`` (with ``kl_weight``), as in ``train``.
         kl_weight: :math:`\\lambda` of the hybrid loss.
         batching: ``"epoch"`` or ``"replacement"``, as in ``train``.
@@ -162,7 +191,12 @@ def train_ensemble(
         _check_positive("grad_clip", grad_clip)
     check_choice("loss", loss, get_args(LossName))
     check_choice("batching", batching, get_args(Batching))
-    schedule = ema_schedule if ema_schedule is not None else periodic_ema(ema_decay, ema_every)
+    if ema_schedule is not None:
+        schedule = ema_schedule
+    elif ema_warmup is None:
+        schedule = periodic_ema(ema_decay, ema_every)
+    else:
+        schedule = warmup_ema(ema_decay, ema_every, ema_warmup)
 
     first = next(iter(models[0].parameters()))
     target = torch.device(device) if device is not None else first.device

@@ -2,17 +2,23 @@ r"""A small, reusable training loop for denoisers on in-memory data.
 
 It reproduces the 2D study's recipe (tiny-diffusion): AdamW, a cosine learning-rate
 schedule annealed to 0 over the run, gradient-norm clipping, and an exponential moving
-average (EMA) of the weights updated every few steps,
+average (EMA) of the weights updated every :math:`m` = ``ema_every`` steps,
 
 .. math::
-    \theta^\text{EMA}_1 = \theta_{k}, \qquad
-    \theta^\text{EMA}_{j+1} = \delta\, \theta^\text{EMA}_{j} + (1 - \delta)\, \theta_{(j+1)k},
+    \theta^\text{EMA}_0 = \theta_{m}, \qquad
+    \theta^\text{EMA}_{j} = \delta_j\, \theta^\text{EMA}_{j-1}
+        + (1 - \delta_j)\, \theta_{(j+1)m},
 
-where :math:`k` is ``ema_every``, :math:`\delta` is ``ema_decay``, :math:`\theta_s` the
-weights after optimiser step :math:`s`, and buffers are averaged like parameters
-(:class:`torch.optim.swa_utils.AveragedModel` with ``use_buffers=True``). The reference
-used ``ema_pytorch`` with a warm-up of the decay; after 1,000 updates at 0.995 the
-share of the early weights is below 1 %, so the final EMA models agree.
+where :math:`\theta_s` are the weights after optimiser step :math:`s` and buffers are
+averaged like parameters (:class:`torch.optim.swa_utils.AveragedModel` with
+``use_buffers=True``, built by :func:`~scalemix.training.make_ema`). By default the decay
+warms up as in the reference's ``ema_pytorch``:
+:math:`\delta_j =` :func:`~scalemix.training.ema_warmup_decay` at :math:`k = jm`, a copy
+of the weights for :math:`k \le` ``ema_warmup`` and then
+:math:`\min(\delta, 1 - (1 + k - w)^{-2/3})`, so short runs get a trained average;
+``ema_warmup=None`` gives the constant :math:`\delta_j = \delta` = ``ema_decay``.
+(The reference updates after steps :math:`1, m + 1, 2m + 1, \dots`; here the updates
+follow steps :math:`m, 2m, \dots`, so the last update sees the end of the run.)
 
 Batches: with ``batching="epoch"`` (the reference's shuffled ``DataLoader``) every epoch
 visits a fresh permutation of the data in chunks of ``batch_size``, the last chunk of
@@ -35,11 +41,12 @@ from typing import Literal, get_args
 import torch
 from torch import Tensor, nn
 from torch.optim.lr_scheduler import CosineAnnealingLR
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 
 from .._utils import check_choice, check_finite, progress_bar
 from ..scheduler import DDPMScheduler
 from ._loop_resume import LoopCheckpoints
+from .ema import make_ema
 from .losses import LossFn, eps_mse_loss, hybrid_loss
 from .precision import Precision, autocast_context, compile_model, grad_scaler
 
@@ -133,6 +140,7 @@ def train(
     grad_clip: float | None = 0.5,
     ema_decay: float = 0.995,
     ema_every: int = 10,
+    ema_warmup: int | None = 100,
     loss: LossName | LossFn = "mse",
     kl_weight: float = 0.1,
     batching: Batching = "epoch",
@@ -159,6 +167,8 @@ def train(
         grad_clip: maximum global gradient norm, or ``None`` for no clipping.
         ema_decay: EMA decay :math:`\\delta \\in [0, 1]`.
         ema_every: update the EMA after every ``ema_every``-th step.
+        ema_warmup: the reference's warm-up length :math:`w` in steps (module
+            docstring); ``None`` for a constant ``ema_decay``.
         loss: ``"mse"`` (:func:`~scalemix.training.eps_mse_loss`), ``"hybrid"``
             (:func:`~scalemix.training.hybrid_loss` with ``kl_weight``) or any
             :class:`~scalemix.training.LossFn`.
@@ -183,8 +193,8 @@ def train(
 
     Raises:
         ValueError: non-positive ``steps``/``batch_size``/``lr``/``ema_every``,
-            ``ema_decay`` outside ``[0, 1]``, unknown ``loss``/``batching``, bad data,
-            or a loss that becomes NaN or infinite.
+            ``ema_decay`` outside ``[0, 1]``, a negative ``ema_warmup``, unknown
+            ``loss``/``batching``, bad data, or a loss that becomes NaN or infinite.
     """
     for name, value in (("steps", steps), ("batch_size", batch_size), ("ema_every", ema_every)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -196,6 +206,10 @@ def train(
         _check_positive("grad_clip", grad_clip)
     if not 0.0 <= ema_decay <= 1.0:
         raise ValueError(f"ema_decay must lie in [0, 1], got {ema_decay}")
+    if ema_warmup is not None and (
+        isinstance(ema_warmup, bool) or not isinstance(ema_warmup, int) or ema_warmup < 0
+    ):
+        raise ValueError(f"ema_warmup must be None or an integer >= 0, got {ema_warmup!r}")
     check_choice("batching", batching, get_args(Batching))
     ckpt = None if checkpoint_dir is None else LoopCheckpoints(checkpoint_dir, checkpoint_every, 3)
     loss_fn = _resolve_loss(loss, kl_weight)
@@ -213,8 +227,7 @@ def train(
     fused = target_device.type in ("cpu", "cuda") and all(p.is_floating_point() for p in params)
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=fused)
     lr_schedule = CosineAnnealingLR(optimizer, T_max=steps)
-    ema_fn = get_ema_multi_avg_fn(ema_decay)  # type: ignore[no-untyped-call]
-    ema = AveragedModel(model, multi_avg_fn=ema_fn, use_buffers=True)
+    ema = make_ema(model, decay=ema_decay, every=ema_every, warmup=ema_warmup)
     amp = autocast_context(precision, target_device)
     scaler = grad_scaler(precision, target_device)
     step_model = compile_model(model, compile)
