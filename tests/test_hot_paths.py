@@ -99,6 +99,29 @@ def test_scale_space_reverse_step(change: bool) -> None:
     _assert_one_graph(step, x0, x_t, torch.randn_like(x0))
 
 
+def test_compiled_change_step_embeds_the_spectrum_and_equals_eager() -> None:
+    """The cached eigendecomposition is a constant of the graph, not an op run per step."""
+    degradation = ScaleSpaceDegradation(16, 2, 40, resolutions=(16, 12))
+    t = degradation.change_steps[0]
+    r_t, r_s = degradation.resolution(t), degradation.resolution(t - 1)
+    gen = torch.Generator().manual_seed(0)
+    x0, x_t = torch.randn(2, 3, r_s, r_s, generator=gen), torch.randn(2, 3, r_t, r_t, generator=gen)
+    noise = torch.randn(x0.shape, generator=gen)
+    ops: list[str] = []
+
+    def backend(gm: torch.fx.GraphModule, inputs: Any) -> Callable[..., Any]:
+        ops.extend(str(n.target) for n in gm.graph.nodes if n.op == "call_function")
+        return gm.forward  # type: ignore[no-any-return]
+
+    def step(x0: Tensor, x_t: Tensor, noise: Tensor) -> Tensor:
+        return degradation.reverse_step(x0, t, x_t, prev_t=t - 1, noise=noise).prev_sample
+
+    torch._dynamo.reset()
+    compiled = torch.compile(step, backend=backend, fullgraph=True, dynamic=False)
+    torch.testing.assert_close(compiled(x0, x_t, noise), step(x0, x_t, noise))
+    assert ops and not [op for op in ops if "linalg" in op], ops
+
+
 def test_out_of_range_timesteps_give_nan_not_an_out_of_bounds_read() -> None:
     table = torch.tensor([0.5, 0.25, 0.125], dtype=torch.float64)
     out = gather(table, torch.tensor([-1, 0, 2, 3, 100]), torch.zeros(5, 4))
