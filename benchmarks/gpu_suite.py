@@ -55,7 +55,7 @@ PARTS = {
 #: seconds per part on a GPU (their sum stays under 5 minutes with process start-up)
 CAPS = {
     "step_ratio": 95.0,
-    "study_2d": 45.0,
+    "study_2d": 150.0,
     "ssd_sampling": 150.0,
     "unet_training": 100.0,
     "celeba_preset": 80.0,

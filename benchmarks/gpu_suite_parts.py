@@ -10,6 +10,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -261,17 +262,22 @@ def study_2d(ctx: Context) -> None:
         speedup=total_separate / total_batched,
     )
     backend = "eager" if ctx.tiny else "inductor"
+    total_compiled = 0.0
 
-    def compiled() -> None:
-        per_step, vectorized = _ensemble_step(ctx, "baseline", jobs, data, measured, backend)
+    def compiled(model_name: str) -> None:
+        nonlocal total_compiled
+        per_step, vectorized = _ensemble_step(ctx, model_name, jobs, data, measured, backend)
+        total_compiled += per_step * STUDY_STEPS
         ctx.row(
-            model=f"baseline, compile={backend!r}",
+            model=f"{model_name}, compile={backend!r}",
             runs=len(jobs),
             vectorized=vectorized,
             batched_s_projected=per_step * STUDY_STEPS,
         )
 
-    ctx.attempt("compiled ensemble", compiled)
+    for model_name in STUDY_MODELS:
+        ctx.attempt(f"compiled ensemble of {model_name}", partial(compiled, model_name))
+    ctx.summary(study_36_runs_batched_compiled_s=total_compiled)
 
 
 def _ensemble_step(
