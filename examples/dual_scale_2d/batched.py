@@ -23,11 +23,17 @@ from scalemix.training import evaluate_eps_mse, train_ensemble
 
 
 def run_batched(
-    jobs: Sequence[tuple[str, str, int]], cfg: Any, threads: int, device: str = "cpu"
+    jobs: Sequence[tuple[str, str, int]],
+    cfg: Any,
+    threads: int,
+    device: str = "cpu",
+    *,
+    compile: bool = False,
 ) -> Iterator[dict[str, Any]]:
     """Train ``jobs`` (dataset, model, seed) grouped by model; yield one record per run.
 
     ``cfg`` is a ``run_study.StudyConfig``; records have ``run_study.run_one``'s keys.
+    ``compile`` runs each ensemble through :func:`torch.compile` (``train_ensemble``).
     """
     from run_study import build_model
 
@@ -54,6 +60,7 @@ def run_batched(
             loss=cfg.loss,
             kl_weight=cfg.kl_weight,
             device=device,
+            compile=compile,
             progress=True,
         )
         per_run_s = result.seconds / len(group)

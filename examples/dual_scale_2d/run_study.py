@@ -9,6 +9,7 @@ and training losses.
     python examples/dual_scale_2d/run_study.py --out outputs/study          # full study
     python examples/dual_scale_2d/run_study.py --quick --out outputs/quick  # a few minutes
     python examples/dual_scale_2d/run_study.py --batched --device cuda        # one GPU
+    python examples/dual_scale_2d/run_study.py --batched --compile --device cuda
 
 Runs go to as many parallel processes as there are cores (``--jobs``), one torch thread
 each (``--threads``): on a shared machine this is several times faster than one run
@@ -177,6 +178,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--resume", action="store_true", help="keep the finished runs in runs.jsonl")
     p.add_argument("--batched", action="store_true", help="train each model's runs as one ensemble")
     p.add_argument("--device", default="cpu", help="training device of --batched (e.g. cuda)")
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="with --batched: torch.compile each ensemble (faster on a GPU after compiling)",
+    )
     return p.parse_args(argv)
 
 
@@ -221,7 +227,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if args.batched:  # train_ensemble per model, see batched.py
         from batched import run_batched
 
-        for i, r in enumerate(run_batched(jobs, cfg, threads, args.device)):
+        for i, r in enumerate(run_batched(jobs, cfg, threads, args.device, compile=args.compile)):
             record(r, i)
     elif n_jobs == 1:
         for i, (d, m, s) in enumerate(jobs):
