@@ -76,7 +76,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         choices=("fp32", "bf16", "fp16"),
         help="autocast precision of the network (default: bf16 on CUDA, else fp32)",
     )
-    p.add_argument("--threads", type=int, help="CPU threads for torch")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="CPU threads for torch (default 1, for a shared machine; raise it on a dedicated one)",
+    )
     p.add_argument("--grid", type=int, default=64, help="images in a sample grid PNG (0: none)")
     p.add_argument("--out", type=Path, help="results JSON (default: <run>/eval.json)")
     p.add_argument("--progress", action="store_true", help="progress bars while sampling")
@@ -144,8 +149,7 @@ def time_sampling(
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Evaluate; return (and write) the results dictionary."""
     args = parse_args(argv)
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads)
     if args.num_samples > 0:
         require_fid()
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
