@@ -99,8 +99,10 @@ def test_scale_space_reverse_step(change: bool) -> None:
     _assert_one_graph(step, x0, x_t, torch.randn_like(x0))
 
 
+@pytest.mark.filterwarnings("error:.*lru_cache")  # dynamo tracing through a cache
 def test_compiled_change_step_embeds_the_spectrum_and_equals_eager() -> None:
-    """The cached eigendecomposition is a constant of the graph, not an op run per step."""
+    """The cached resize matrix and eigendecomposition are constants of the graph, not
+    ops run per step."""
     degradation = ScaleSpaceDegradation(16, 2, 40, resolutions=(16, 12))
     t = degradation.change_steps[0]
     r_t, r_s = degradation.resolution(t), degradation.resolution(t - 1)

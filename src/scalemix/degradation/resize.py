@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .._utils import assume_constant
+
 __all__ = [
     "DownsampleSpectrum",
     "downsample",
@@ -98,8 +100,15 @@ def resize(x: Tensor, size: int) -> Tensor:
     return F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
 
 
-@lru_cache(maxsize=64)
+@assume_constant
 def _resize64(n: int, m: int) -> Tensor:
+    """The cached float64 ``(m, n)`` resize matrix; a compiled graph embeds it as a
+    constant instead of tracing its construction (or the cache)."""
+    return _resize64_cached(n, m)
+
+
+@lru_cache(maxsize=64)
+def _resize64_cached(n: int, m: int) -> Tensor:
     # Column j of D is the 1-D resize of the unit vector e_j: a batch of n one-row
     # images (n, 1, 1, n) whose rows are the unit vectors, resized along the width only.
     # (Resizing width-1 columns along the height instead does not reproduce the 2-D
@@ -208,8 +217,14 @@ class DownsampleSpectrum(NamedTuple):
     eigenvalues: Tensor
 
 
-@lru_cache(maxsize=64)
+@assume_constant
 def _resize_spectrum64(n: int, m: int) -> DownsampleSpectrum:
+    """The cached float64 spectrum of the ``n -> m`` resize, a constant of compiled graphs."""
+    return _resize_spectrum64_cached(n, m)
+
+
+@lru_cache(maxsize=64)
+def _resize_spectrum64_cached(n: int, m: int) -> DownsampleSpectrum:
     d = _resize64(n, m)
     lam, u = torch.linalg.eigh(d.T @ d)
     return DownsampleSpectrum(u, lam.clamp(min=0.0))

@@ -31,7 +31,7 @@ from ..schedules import BetaScheduleName, make_beta_schedule
 from ._checks import check_state, shared_timestep
 from .posterior import ReverseMethod, posterior_coefficients, reverse_step
 from .pyramid import Pyramid, _make_pyramid
-from .resize import DownsampleSpectrum, resize, resize_adjoint, resize_spectrum
+from .resize import resize, resize_adjoint, resize_spectrum
 from .resolution import ResolutionScheduleName
 from .resolution import resolution_schedule as _resolution_table
 from .respacing import Spacing, respaced_timesteps
@@ -46,13 +46,6 @@ def _compute_dtype(x: Tensor) -> torch.dtype:
     """float32 for half-precision inputs (the antialiased resize and the closed-form
     root run in float32), else the input's own dtype."""
     return torch.float32 if x.dtype in _LOW_PRECISION else x.dtype
-
-
-@assume_constant
-def _spectrum(n_in: int, n_out: int) -> DownsampleSpectrum:
-    """The cached float64 spectrum of the ``n_in -> n_out`` resize, marked constant so
-    that a compiled reverse step embeds it instead of tracing its eigendecomposition."""
-    return resize_spectrum(n_in, n_out, dtype=torch.float64)
 
 
 @assume_constant
@@ -333,7 +326,7 @@ class ScaleSpaceDegradation:
                 f"the reverse covariance of t={t} -> prev_t={prev_t} is not PSD: "
                 f"rho c^2 max(lam)^2 = {kappa * lam_max**2:.4f} >= 1"
             )
-        spec = _spectrum(r_s, r_t)
+        spec = resize_spectrum(r_s, r_t, dtype=torch.float64)  # cached, a graph constant
         lam = spec.eigenvalues
         scale = (1.0 - kappa * lam[:, None] * lam[None, :]).clamp(min=0.0).sqrt()
         work = _compute_dtype(xi)
