@@ -39,11 +39,11 @@ from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state, vmap
 from torch.optim.lr_scheduler import CosineAnnealingLR
 
-from .._utils import check_choice, progress_bar
+from .._utils import check_choice, check_finite, progress_bar
 from ..scheduler import DDPMScheduler
 from ._stacking import Wrap, check_models, clip_per_copy, stack_data, unstack, vmap_works
 from .ema import ema_warmup_decay
-from .loop import Batching, LossName, _batches, _check_positive
+from .loop import Batching, LossName, _batches, check_settings
 from .losses import draw_noise_and_timesteps, vlb_term
 from .precision import Precision, autocast_context, compile_model, grad_scaler
 
@@ -181,16 +181,19 @@ def train_ensemble(
         raise ValueError(
             f"generators must hold {n} generators (one per model), got {len(generators)}"
         )
-    for name, value in (("steps", steps), ("batch_size", batch_size), ("ema_every", ema_every)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    _check_positive("lr", lr)
-    _check_positive("weight_decay", weight_decay, allow_zero=True)
-    _check_positive("kl_weight", kl_weight, allow_zero=True)
-    if grad_clip is not None:
-        _check_positive("grad_clip", grad_clip)
+    check_settings(
+        steps=steps,
+        batch_size=batch_size,
+        lr=lr,
+        weight_decay=weight_decay,
+        grad_clip=grad_clip,
+        ema_decay=ema_decay,
+        ema_every=ema_every,
+        ema_warmup=ema_warmup,
+        kl_weight=kl_weight,
+        batching=batching,
+    )
     check_choice("loss", loss, get_args(LossName))
-    check_choice("batching", batching, get_args(Batching))
     if ema_schedule is not None:
         schedule = ema_schedule
     elif ema_warmup is None:
@@ -210,7 +213,7 @@ def train_ensemble(
         raise ValueError("the models have no trainable parameters")
     states = list(params.values()) + list(buffers.values())
     ema_states = [v.detach().clone() for v in states]
-    data_stack = stack_data(data, n, target).to(dtype=first.dtype)
+    data_stack = check_finite("data", stack_data(data, n, target).to(dtype=first.dtype))
     rows = torch.arange(n, device=target).unsqueeze(1)
 
     base = copy.deepcopy(models[0]).to("meta")

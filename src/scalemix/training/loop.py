@@ -119,6 +119,37 @@ def _check_positive(name: str, value: float, *, allow_zero: bool = False) -> Non
         raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
 
 
+def check_settings(
+    *,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    weight_decay: float,
+    grad_clip: float | None,
+    ema_decay: float,
+    ema_every: int,
+    ema_warmup: int | None,
+    kl_weight: float,
+    batching: Batching,
+) -> None:
+    """Validate the optimisation settings shared by ``train`` and ``train_ensemble``."""
+    for name, value in (("steps", steps), ("batch_size", batch_size), ("ema_every", ema_every)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    _check_positive("lr", lr)
+    _check_positive("weight_decay", weight_decay, allow_zero=True)
+    _check_positive("kl_weight", kl_weight, allow_zero=True)
+    if grad_clip is not None:
+        _check_positive("grad_clip", grad_clip)
+    if not 0.0 <= ema_decay <= 1.0:
+        raise ValueError(f"ema_decay must lie in [0, 1], got {ema_decay}")
+    if ema_warmup is not None and (
+        isinstance(ema_warmup, bool) or not isinstance(ema_warmup, int) or ema_warmup < 0
+    ):
+        raise ValueError(f"ema_warmup must be None or an integer >= 0, got {ema_warmup!r}")
+    check_choice("batching", batching, get_args(Batching))
+
+
 def _resolve_loss(loss: LossName | LossFn, kl_weight: float) -> LossFn:
     if callable(loss):
         return loss
@@ -196,21 +227,18 @@ def train(
             ``ema_decay`` outside ``[0, 1]``, a negative ``ema_warmup``, unknown
             ``loss``/``batching``, bad data, or a loss that becomes NaN or infinite.
     """
-    for name, value in (("steps", steps), ("batch_size", batch_size), ("ema_every", ema_every)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    _check_positive("lr", lr)
-    _check_positive("weight_decay", weight_decay, allow_zero=True)
-    _check_positive("kl_weight", kl_weight, allow_zero=True)
-    if grad_clip is not None:
-        _check_positive("grad_clip", grad_clip)
-    if not 0.0 <= ema_decay <= 1.0:
-        raise ValueError(f"ema_decay must lie in [0, 1], got {ema_decay}")
-    if ema_warmup is not None and (
-        isinstance(ema_warmup, bool) or not isinstance(ema_warmup, int) or ema_warmup < 0
-    ):
-        raise ValueError(f"ema_warmup must be None or an integer >= 0, got {ema_warmup!r}")
-    check_choice("batching", batching, get_args(Batching))
+    check_settings(
+        steps=steps,
+        batch_size=batch_size,
+        lr=lr,
+        weight_decay=weight_decay,
+        grad_clip=grad_clip,
+        ema_decay=ema_decay,
+        ema_every=ema_every,
+        ema_warmup=ema_warmup,
+        kl_weight=kl_weight,
+        batching=batching,
+    )
     ckpt = None if checkpoint_dir is None else LoopCheckpoints(checkpoint_dir, checkpoint_every, 3)
     loss_fn = _resolve_loss(loss, kl_weight)
     if data.ndim < 2 or data.shape[0] == 0:
