@@ -40,6 +40,7 @@ import math
 import torch
 from torch import Tensor
 
+from .._utils import as_timesteps
 from ..scheduler import StepOutput
 from ..schedules import BetaScheduleName, make_beta_schedule
 from ._checks import check_state, shared_timestep
@@ -162,18 +163,16 @@ class BlurDegradation:
 
     # ------------------------------------------------------------------ operators
     def _timesteps(self, t: Tensor | int, batch: int | None, *, allow_clean: bool) -> Tensor:
-        """``t`` as a CPU int64 tensor (0-d or ``(batch,)``), range-checked."""
-        if isinstance(t, bool) or not isinstance(t, (int, Tensor)):
-            raise TypeError(f"t must be an int or an integer tensor, got {type(t).__name__}")
-        tt = torch.as_tensor(t).cpu()
-        if torch.is_floating_point(tt) or tt.is_complex() or tt.dtype == torch.bool:
-            raise TypeError(f"t must be an int or an integer tensor, got dtype {tt.dtype}")
-        if tt.ndim > 1 or (tt.ndim == 1 and batch is not None and tt.shape[0] != batch):
-            raise ValueError(f"t must be an int, 0-d or of shape ({batch},), got {tuple(tt.shape)}")
-        low = -1 if allow_clean else 0
-        if tt.numel() and bool(((tt < low) | (tt >= self.num_train_timesteps)).any()):
-            raise ValueError(f"t must lie in [{low}, {self.num_train_timesteps}), got {t}")
-        return tt.long()
+        """``t`` as a CPU int64 tensor: ``(batch,)``, or ``t``'s own shape for ``batch=None``
+        (checked by :func:`~scalemix._utils.as_timesteps`)."""
+        low, cpu = (-1 if allow_clean else 0), torch.device("cpu")
+        if batch is not None:
+            return as_timesteps(t, batch, self.num_train_timesteps, cpu, low=low)
+        shaped = torch.as_tensor(t)
+        flat = as_timesteps(
+            shaped.reshape(-1), shaped.numel(), self.num_train_timesteps, cpu, low=low
+        )
+        return flat.reshape(shaped.shape)
 
     def _heat(self, x: Tensor, dtau: Tensor) -> Tensor:
         """Heat flow of ``x`` ``(b, c, N, N)`` for times ``dtau`` (float64, 0-d or ``(b,)``)."""
