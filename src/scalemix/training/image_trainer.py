@@ -42,11 +42,13 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 from torch.optim.lr_scheduler import LambdaLR
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader
 
+from .._utils import progress_bar
 from ._resumable import DataStream, rng_state, set_rng_state
 from .checkpoint import find_latest_checkpoint, load_checkpoint, save_checkpoint
+from .ema import make_ema
 from .image_config import ImageTrainConfig, lr_factor
 from .precision import autocast_context
 
@@ -176,7 +178,7 @@ def train_images(
             ``None``: nothing is written.
         callback: called on every process after each optimiser step with an
             :class:`ImageTrainState` (after the EMA update, before the checkpoint).
-        progress: a tqdm progress bar on process 0.
+        progress: progress on process 0 (a tqdm bar on a terminal, else a line every 5 %).
         find_unused_parameters: passed to ``DistributedDataParallel`` (needed when a step
             leaves parameters unused, e.g. a FlexiUNet below full resolution).
         on_checkpoint_file: passed to :func:`~scalemix.training.save_checkpoint` as
@@ -207,11 +209,7 @@ def train_images(
         ),
     )
     scaler = torch.amp.GradScaler(dev.type, enabled=config.precision == "fp16")
-    ema = AveragedModel(
-        model,
-        multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay),  # type: ignore[no-untyped-call]
-        use_buffers=True,
-    )
+    ema = make_ema(model, decay=config.ema_decay, warmup=None)
     ema.eval()
     data = DataStream(loader)
     start, elapsed, last_ckpt = 0, 0.0, None
@@ -242,13 +240,9 @@ def train_images(
         )
     amp = autocast_context(config.precision, dev)
     every = config.checkpoint_every
-    bar = None
-    if progress and rank == 0:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=config.steps, initial=start, desc="train")
+    steps = range(start + 1, config.steps + 1)
     t0 = time.perf_counter()
-    for step in range(start + 1, config.steps + 1):
+    for step in progress_bar(steps, enabled=progress and rank == 0, total=len(steps), desc="train"):
         model.train()
         total = torch.zeros((), device=dev)
         for micro in range(config.accumulation):
@@ -278,8 +272,6 @@ def train_images(
             callback(
                 ImageTrainState(step, start, mean_loss, grad_norm, lr, data.epoch, now, model, ema)
             )
-        if bar is not None:
-            bar.update(1)
         final = step == config.steps
         if checkpoint_dir is not None and (final or (every is not None and step % every == 0)):
             mine = {"data": data.state_dict(), "rng": rng_state(dev, generator)}
@@ -303,7 +295,5 @@ def train_images(
                     keep=config.keep_checkpoints,
                     on_file_written=on_checkpoint_file,
                 )
-    if bar is not None:
-        bar.close()
     seconds = elapsed + time.perf_counter() - t0
     return ImageTrainResult(model, ema, max(start, config.steps), start, seconds, last_ckpt)
