@@ -35,7 +35,7 @@ def run_batched(
     ``cfg`` is a ``run_study.StudyConfig``; records have ``run_study.run_one``'s keys.
     ``compile`` runs each ensemble through :func:`torch.compile` (``train_ensemble``).
     """
-    from run_study import build_model
+    from run_study import build_model, train_settings
 
     torch.set_num_threads(threads)
     scheduler = DDPMScheduler(cfg.num_timesteps, beta_schedule=cfg.beta_schedule)
@@ -51,17 +51,10 @@ def run_batched(
             scheduler,
             [data[d] for d, _, _ in group],
             generators=[torch.Generator(device).manual_seed(s) for _, _, s in group],
-            steps=cfg.steps,
-            batch_size=cfg.batch_size,
-            lr=cfg.lr,
-            grad_clip=cfg.grad_clip,
-            ema_decay=cfg.ema_decay,
-            ema_every=cfg.ema_every,
-            loss=cfg.loss,
-            kl_weight=cfg.kl_weight,
             device=device,
             compile=compile,
             progress=True,
+            **train_settings(cfg),
         )
         per_run_s = result.seconds / len(group)
         for k, (dataset, _, seed) in enumerate(group):

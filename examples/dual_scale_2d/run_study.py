@@ -71,6 +71,20 @@ FULL = StudyConfig()
 QUICK = StudyConfig(steps=1_000, n_samples=5_000, ema_every=1)
 
 
+def train_settings(cfg: StudyConfig) -> dict[str, Any]:
+    """The optimisation settings of ``train`` (and ``train_ensemble``) for ``cfg``."""
+    return {
+        "steps": cfg.steps,
+        "batch_size": cfg.batch_size,
+        "lr": cfg.lr,
+        "grad_clip": cfg.grad_clip,
+        "ema_decay": cfg.ema_decay,
+        "ema_every": cfg.ema_every,
+        "loss": cfg.loss,
+        "kl_weight": cfg.kl_weight,
+    }
+
+
 def build_model(name: str) -> torch.nn.Module:
     """The study's three models: the baseline MLP and the two dual-scale variants."""
     if name == "baseline":
@@ -99,16 +113,9 @@ def run_one(
         model,
         scheduler,
         data,
-        steps=cfg.steps,
-        batch_size=cfg.batch_size,
-        lr=cfg.lr,
-        grad_clip=cfg.grad_clip,
-        ema_decay=cfg.ema_decay,
-        ema_every=cfg.ema_every,
-        loss=cfg.loss,
-        kl_weight=cfg.kl_weight,  # type: ignore[arg-type]
         generator=torch.Generator().manual_seed(seed),
         progress=progress,
+        **train_settings(cfg),
     )
     _stage(progress, f"evaluating the loss on {cfg.n_data:,} points")
     eval_loss = evaluate_eps_mse(
