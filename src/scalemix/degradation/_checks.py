@@ -8,9 +8,22 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .._utils import debug_check_finite
+from .._utils import as_timesteps, debug_check_finite
 
-__all__ = ["check_state", "shared_timestep"]
+__all__ = ["check_state", "shared_timestep", "timesteps_cpu"]
+
+
+def timesteps_cpu(
+    t: Tensor | int, batch: int | None, num_timesteps: int, *, low: int = 0
+) -> Tensor:
+    """``t`` as a CPU int64 tensor, checked by :func:`~scalemix._utils.as_timesteps`:
+    shape ``(batch,)``, or ``t``'s own shape for ``batch=None`` (e.g. for ``snr``)."""
+    cpu = torch.device("cpu")
+    if batch is not None:
+        return as_timesteps(t, batch, num_timesteps, cpu, low=low)
+    shaped = torch.as_tensor(t)
+    flat = as_timesteps(shaped.reshape(-1), shaped.numel(), num_timesteps, cpu, low=low)
+    return flat.reshape(shaped.shape)
 
 
 def shared_timestep(

@@ -40,10 +40,9 @@ import math
 import torch
 from torch import Tensor
 
-from .._utils import as_timesteps
 from ..scheduler import StepOutput
 from ..schedules import BetaScheduleName, make_beta_schedule
-from ._checks import check_state, shared_timestep
+from ._checks import check_state, shared_timestep, timesteps_cpu
 from .posterior import ReverseMethod, posterior_coefficients, reverse_step
 from .respacing import respaced_timesteps
 
@@ -163,16 +162,8 @@ class BlurDegradation:
 
     # ------------------------------------------------------------------ operators
     def _timesteps(self, t: Tensor | int, batch: int | None, *, allow_clean: bool) -> Tensor:
-        """``t`` as a CPU int64 tensor: ``(batch,)``, or ``t``'s own shape for ``batch=None``
-        (checked by :func:`~scalemix._utils.as_timesteps`)."""
-        low, cpu = (-1 if allow_clean else 0), torch.device("cpu")
-        if batch is not None:
-            return as_timesteps(t, batch, self.num_train_timesteps, cpu, low=low)
-        shaped = torch.as_tensor(t)
-        flat = as_timesteps(
-            shaped.reshape(-1), shaped.numel(), self.num_train_timesteps, cpu, low=low
-        )
-        return flat.reshape(shaped.shape)
+        """``t`` as a CPU int64 tensor (:func:`~scalemix.degradation._checks.timesteps_cpu`)."""
+        return timesteps_cpu(t, batch, self.num_train_timesteps, low=-1 if allow_clean else 0)
 
     def _heat(self, x: Tensor, dtau: Tensor) -> Tensor:
         """Heat flow of ``x`` ``(b, c, N, N)`` for times ``dtau`` (float64, 0-d or ``(b,)``)."""

@@ -28,7 +28,7 @@ from torch import Tensor
 from .._utils import assume_constant
 from ..scheduler import StepOutput
 from ..schedules import BetaScheduleName, make_beta_schedule
-from ._checks import check_state, shared_timestep
+from ._checks import check_state, shared_timestep, timesteps_cpu
 from .posterior import ReverseMethod, posterior_coefficients, reverse_step
 from .pyramid import Pyramid, _make_pyramid
 from .resize import resize, resize_adjoint, resize_spectrum
@@ -154,12 +154,7 @@ class ScaleSpaceDegradation:
 
     def snr(self, t: Tensor | int) -> Tensor:
         r""":math:`\mathrm{SNR}_t = \bar\alpha_t / (1 - \bar\alpha_t)`, float64 of ``t``'s shape."""
-        tt = torch.as_tensor(t).cpu()
-        if torch.is_floating_point(tt) or tt.dtype == torch.bool:
-            raise TypeError(f"t must be an int or an integer tensor, got dtype {tt.dtype}")
-        if bool(((tt < 0) | (tt >= self.num_train_timesteps)).any()):
-            raise ValueError(f"t must lie in [0, {self.num_train_timesteps}), got {t}")
-        abar = self._abar[tt]
+        abar = self._abar[timesteps_cpu(t, None, self.num_train_timesteps)]
         return abar / (1.0 - abar)
 
     def resolution(self, t: Tensor | int) -> int:
@@ -244,7 +239,7 @@ class ScaleSpaceDegradation:
         b, c = int(x0.shape[0]), int(x0.shape[1])
         r = self._batch_resolution(t, b)
         check_state("noise", noise, (r, r), batch=b, channels=c)
-        tt = torch.as_tensor(t).cpu().long().expand(b)
+        tt = timesteps_cpu(t, b, self.num_train_timesteps)
         work = _compute_dtype(x0)
         abar = self._abar[tt].to(device=x0.device, dtype=work).view(b, 1, 1, 1)
         x_t = abar.sqrt() * self._down_to(x0.to(work), r) + (1.0 - abar).sqrt() * noise.to(work)
