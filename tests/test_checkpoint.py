@@ -147,9 +147,12 @@ class _Stop(Exception):
     pass
 
 
-@pytest.mark.parametrize("batching", ["epoch", "replacement"])
-def test_2d_loop_resumes_bit_for_bit(tmp_path: Path, batching: str) -> None:
-    """``train(checkpoint_dir=...)``: crash after step 11, resume from step 10, compare."""
+@pytest.mark.parametrize(
+    ("batching", "precision"), [("epoch", "fp32"), ("replacement", "fp32"), ("epoch", "fp16")]
+)
+def test_2d_loop_resumes_bit_for_bit(tmp_path: Path, batching: str, precision: str) -> None:
+    """``train(checkpoint_dir=...)``: crash after step 11, resume from step 10, compare
+    (with fp16 the gradient scaler's state is restored too)."""
     from scalemix.nn.mlp import MLPDenoiser
     from scalemix.scheduler import DDPMScheduler
     from scalemix.training import TrainState, train
@@ -168,7 +171,7 @@ def test_2d_loop_resumes_bit_for_bit(tmp_path: Path, batching: str) -> None:
         return train(
             model, scheduler, data, steps=16, batch_size=32, ema_every=3, loss="hybrid",
             batching=batching, generator=torch.Generator().manual_seed(1), callbacks=[stop],
-            checkpoint_dir=out, checkpoint_every=5,
+            checkpoint_dir=out, checkpoint_every=5, precision=precision,
         )  # fmt: skip
 
     ref: Any = run(None)

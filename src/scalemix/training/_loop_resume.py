@@ -46,6 +46,7 @@ class LoopCheckpoints:
         generator: torch.Generator | None,
         batches: Iterator[Tensor],
         epoch_batching: bool,
+        scaler: torch.amp.GradScaler | None = None,
     ) -> int:
         """Load the newest valid checkpoint, if any; return its step (0 if none)."""
         found = find_latest_checkpoint(self.root)
@@ -59,6 +60,8 @@ class LoopCheckpoints:
         ema.n_averaged.fill_(int(state["ema_n_averaged"]))
         optimizer.load_state_dict(state["optimizer"])
         lr_schedule.load_state_dict(state["lr_schedule"])
+        if scaler is not None and state.get("grad_scaler") is not None:
+            scaler.load_state_dict(state["grad_scaler"])
         losses[: ckpt.step] = state["losses"].to(device)
         if generator is not None:
             self.epoch_start = state["epoch_start"]
@@ -80,6 +83,7 @@ class LoopCheckpoints:
         lr_schedule: Any,
         losses: Tensor,
         generator: torch.Generator | None,
+        scaler: torch.amp.GradScaler | None = None,
     ) -> None:
         """Write a checkpoint after ``step`` if it is due (every ``every`` and the last)."""
         if step != steps and (self.every is None or step % self.every):
@@ -88,6 +92,7 @@ class LoopCheckpoints:
             "step": step,
             "optimizer": optimizer.state_dict(),
             "lr_schedule": lr_schedule.state_dict(),
+            "grad_scaler": None if scaler is None else scaler.state_dict(),
             "ema_n_averaged": int(ema.n_averaged),
             "losses": losses[:step].cpu(),
             "generator": None if generator is None else generator.get_state(),

@@ -265,7 +265,7 @@ def train(
     first = 1
     if ckpt is not None:
         args = (model, ema, optimizer, lr_schedule, losses, generator)
-        first += ckpt.restore(*args, batches, batching == "epoch")
+        first += ckpt.restore(*args, batches, batching == "epoch", scaler)
 
     model.train()
     start = time.perf_counter()
@@ -305,7 +305,16 @@ def train(
                 callback(state)
         if ckpt is not None:
             ckpt.maybe_save(
-                step, steps, per_epoch, model, ema, optimizer, lr_schedule, losses, generator
+                step,
+                steps,
+                per_epoch,
+                model,
+                ema,
+                optimizer,
+                lr_schedule,
+                losses,
+                generator,
+                scaler,
             )
     seconds = time.perf_counter() - start
     return TrainResult(model=model, ema_model=ema, losses=losses.cpu(), seconds=seconds)
