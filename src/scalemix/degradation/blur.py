@@ -121,6 +121,7 @@ class BlurDegradation:
         #: heat times :math:`\tau_t = \sigma_B(t)^2/2`, float64 ``(T,)``
         self.blur_times: Tensor = sigma**2 / 2
         self._tau_ext = torch.cat([torch.zeros(1, dtype=torch.float64), self.blur_times])
+        self._tau_list: list[float] = self._tau_ext.tolist()  # read per step without a tensor
         k = torch.arange(image_size, dtype=torch.float64)
         lam = (math.pi * k / image_size) ** 2
         #: :math:`\lambda_{kl}`, float64 ``(N, N)``
@@ -249,7 +250,7 @@ class BlurDegradation:
         t_ = shared_timestep(t, None, self.num_train_timesteps)
         s = shared_timestep(prev_t, None, self.num_train_timesteps, allow_clean=True)
         check_state("xi", xi, (self.image_size, self.image_size))
-        dtau = float(self._tau_ext[t_ + 1] - self._tau_ext[s + 1])
+        dtau = self._tau_list[t_ + 1] - self._tau_list[s + 1]
         gain = torch.exp(-2.0 * self.eigenvalues * dtau)
         scale = co.sigma_s * (1.0 - co.rho * co.c**2 * gain).clamp(min=0.0).sqrt()
         return self._spectral(xi, scale[None, None])
