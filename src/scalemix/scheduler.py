@@ -7,17 +7,24 @@ Notation (Ho et al., 2020): :math:`\alpha_t = 1 - \beta_t`,
 
 Timesteps are integers in ``[0, T)``; the value ``-1`` stands for "clean data"
 (:math:`\bar\alpha_{-1} = 1`) and is only accepted as the target ``prev_t`` of a step.
+
+:class:`DDPMScheduler` holds the schedule's buffers and validates arguments; the
+formulas live in two units it calls: the forward process, conversions and posterior in
+``scalemix._forward_process``, and the reverse-step rules (ancestral, DDIM, Euler,
+Heun, DPM-Solver++) as pure functions in :mod:`scalemix.solvers`.
 """
 
 from __future__ import annotations
 
-from typing import Literal, NamedTuple, get_args
+from typing import NamedTuple, get_args
 
 import torch
 from torch import Tensor
 
+from . import _forward_process as fp
+from . import solvers
+from ._forward_process import PredictionType, VarianceType
 from ._utils import (
-    append_dims,
     as_timesteps,
     check_choice,
     check_floating,
@@ -43,9 +50,6 @@ __all__ = [
     "TimestepSpacing",
     "VarianceType",
 ]
-
-PredictionType = Literal["epsilon", "sample", "v_prediction"]
-VarianceType = Literal["fixed_small", "fixed_large"]
 
 
 class StepOutput(NamedTuple):
@@ -208,11 +212,10 @@ class DDPMScheduler:
         Computed in the table's precision and then cast to ``like``'s dtype: in bfloat16
         :math:`\bar\alpha_0 = 0.9999` rounds to 1, and :math:`1 - \bar\alpha_0` to 0.
         """
-        abar = self._abar64(t, like)
-        return _cast(abar.sqrt(), like), _cast((1.0 - abar).sqrt(), like)
+        return fp.roots(self._abar64(t, like), like)
 
     def _abar64(self, t: Tensor, like: Tensor) -> Tensor:
-        """float64 coefficients of shape (b, 1, ..., 1) on ``like``'s device; see ``_cast``."""
+        """float64 coefficients of shape (b, 1, ..., 1) on ``like``'s device; see ``_roots``."""
         table = self._table(like.device)
         return gather(table, t + 1, like, dtype=table.dtype)
 
@@ -304,12 +307,7 @@ class DDPMScheduler:
         """
         model_output = self._check_pair("model_output", model_output, x_t)
         tt = self._t(t, x_t)
-        root_abar, root_one_minus = self._roots(tt, x_t)
-        if self.prediction_type == "epsilon":
-            return (x_t - root_one_minus * model_output) / root_abar
-        if self.prediction_type == "sample":
-            return model_output
-        return root_abar * x_t - root_one_minus * model_output
+        return fp.predict_x0(model_output, x_t, self._abar64(tt, x_t), self.prediction_type)
 
     def predict_eps(self, model_output: Tensor, x_t: Tensor, t: Tensor | int) -> Tensor:
         r"""Estimate :math:`\epsilon` from a model output of ``prediction_type``.
@@ -323,26 +321,13 @@ class DDPMScheduler:
         """
         model_output = self._check_pair("model_output", model_output, x_t)
         tt = self._t(t, x_t)
-        root_abar, root_one_minus = self._roots(tt, x_t)
-        if self.prediction_type == "epsilon":
-            return model_output
-        if self.prediction_type == "sample":
-            return (x_t - root_abar * model_output) / root_one_minus
-        return root_one_minus * x_t + root_abar * model_output
+        return fp.predict_eps(model_output, x_t, self._abar64(tt, x_t), self.prediction_type)
 
     # ------------------------------------------------------------------ posterior
     def _posterior(self, x0: Tensor, x_t: Tensor, t: Tensor, s: Tensor) -> Posterior:
         abar_t, abar_s = self._abar64(t, x_t), self._abar64(s, x_t)
-        alpha_ts = abar_t / abar_s
-        beta_ts = 1.0 - alpha_ts
-        coef_x0 = abar_s.sqrt() * beta_ts / (1.0 - abar_t)
-        coef_xt = alpha_ts.sqrt() * (1.0 - abar_s) / (1.0 - abar_t)
-        mean = _cast(coef_x0, x_t) * x0 + _cast(coef_xt, x_t) * x_t
-        if self.variance_type == "fixed_small":
-            var = beta_ts * (1.0 - abar_s) / (1.0 - abar_t)
-        else:
-            var = beta_ts
-        return Posterior(mean, _cast(var, x_t), _cast(var.clamp(min=1e-20).log(), x_t))
+        mean, var = fp.posterior_moments(x0, x_t, abar_t, abar_s, self.variance_type)
+        return Posterior(mean, fp.cast(var, x_t), fp.cast(var.clamp(min=1e-20).log(), x_t))
 
     def posterior(
         self, x0: Tensor, x_t: Tensor, t: Tensor | int, prev_t: Tensor | int | None = None
@@ -373,11 +358,24 @@ class DDPMScheduler:
         return self._posterior(x0, x_t, tt, self._prev_t(prev_t, tt, x_t))
 
     # ------------------------------------------------------------------- sampling
-    def _x0_hat(self, model_output: Tensor, x_t: Tensor, t: Tensor) -> Tensor:
-        x0 = self.predict_x0(model_output, x_t, t)
+    def _x0_hat(self, model_output: Tensor, x_t: Tensor, abar_t: Tensor) -> Tensor:
+        x0 = fp.predict_x0(model_output, x_t, abar_t, self.prediction_type)
         if self.clip_sample is not None:
             x0 = x0.clamp(-self.clip_sample, self.clip_sample)
         return x0
+
+    def _step_inputs(
+        self, model_output: Tensor, t: Tensor | int, x_t: Tensor, prev_t: Tensor | int | None
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Validate a step's arguments; return ``(model_output, x0_hat, abar_t, abar_s)``,
+        the model output cast to ``x_t``'s dtype and the float64 ``(b, 1, ..., 1)``
+        coefficients of ``t`` and of the target ``prev_t``."""
+        model_output = self._check_pair("model_output", model_output, x_t)
+        debug_check_finite("x_t", x_t)
+        tt = self._t(t, x_t)
+        s = self._prev_t(prev_t, tt, x_t)
+        abar_t, abar_s = self._abar64(tt, x_t), self._abar64(s, x_t)
+        return model_output, self._x0_hat(model_output, x_t, abar_t), abar_t, abar_s
 
     def _noise(
         self, noise: Tensor | None, x_t: Tensor, generator: torch.Generator | None
@@ -413,15 +411,10 @@ class DDPMScheduler:
         Returns:
             :class:`StepOutput` ``(prev_sample, pred_original_sample)``.
         """
-        model_output = self._check_pair("model_output", model_output, x_t)
-        debug_check_finite("x_t", x_t)
-        tt = self._t(t, x_t)
-        s = self._prev_t(prev_t, tt, x_t)
-        x0 = self._x0_hat(model_output, x_t, tt)
-        post = self._posterior(x0, x_t, tt, s)
+        _, x0, abar_t, abar_s = self._step_inputs(model_output, t, x_t, prev_t)
         z = self._noise(noise, x_t, generator)
-        keep = append_dims((s >= 0).to(x_t.dtype), x_t.ndim)
-        return StepOutput(post.mean + keep * post.variance.sqrt() * z, x0)
+        x_s = solvers.ancestral_update(x0, x_t, abar_t, abar_s, z, self.variance_type)
+        return StepOutput(x_s, x0)
 
     def ddim_step(
         self,
@@ -448,22 +441,78 @@ class DDPMScheduler:
         """
         if not eta >= 0.0:
             raise ValueError(f"eta must be >= 0, got {eta}")
-        model_output = self._check_pair("model_output", model_output, x_t)
-        debug_check_finite("x_t", x_t)
-        tt = self._t(t, x_t)
-        s = self._prev_t(prev_t, tt, x_t)
-        x0 = self._x0_hat(model_output, x_t, tt)
-        abar_t, abar_s = self._abar64(tt, x_t), self._abar64(s, x_t)
+        model_output, x0, abar_t, abar_s = self._step_inputs(model_output, t, x_t, prev_t)
         if self.prediction_type == "epsilon" and self.clip_sample is None:
             eps = model_output
         else:  # consistent with the (possibly clipped) x0; finite at SNR = 0
-            eps = (x_t - _cast(abar_t.sqrt(), x_t) * x0) / _cast((1.0 - abar_t).sqrt(), x_t)
-        var = eta**2 * (1.0 - abar_s) / (1.0 - abar_t) * (1.0 - abar_t / abar_s)
-        dir_coef = (1.0 - abar_s - var).clamp(min=0.0).sqrt()
-        out = _cast(abar_s.sqrt(), x_t) * x0 + _cast(dir_coef, x_t) * eps
-        if eta > 0:
-            out = out + _cast(var.sqrt(), x_t) * self._noise(noise, x_t, generator)
-        return StepOutput(out, x0)
+            eps = fp.predict_eps(x0, x_t, abar_t, "sample")
+        z = self._noise(noise, x_t, generator) if eta > 0 else None
+        return StepOutput(solvers.ddim_update(x0, eps, abar_t, abar_s, eta, z), x0)
+
+    def dpmpp_2m_step(
+        self,
+        model_output: Tensor,
+        t: Tensor | int,
+        x_t: Tensor,
+        *,
+        prev_t: Tensor | int | None = None,
+        last_x0: Tensor | None = None,
+        last_t: Tensor | int | None = None,
+        threshold: solvers.DynamicThreshold | None = None,
+    ) -> StepOutput:
+        r"""One multistep DPM-Solver++ (2M) step :math:`x_t \to x_s` (Lu et al., 2022).
+
+        With :math:`\lambda = \log(\sqrt{\bar\alpha}/\sqrt{1-\bar\alpha})`,
+        :math:`h = \lambda_s - \lambda_t`, :math:`r = (\lambda_t - \lambda_{\text{last}})/h`:
+
+        .. math::
+            D = \Bigl(1 + \frac{1}{2r}\Bigr)\hat x_0 - \frac{1}{2r}\,\hat x_0^{\text{last}},
+            \qquad
+            x_s = \frac{\sqrt{1-\bar\alpha_s}}{\sqrt{1-\bar\alpha_t}}\,x_t
+            + \sqrt{\bar\alpha_s}\,(1 - e^{-h})\,D
+
+        (:func:`scalemix.solvers.dpmpp_2m_update`). The step is stateless: the caller
+        passes the previous step's :math:`\hat x_0` (its ``pred_original_sample``) and
+        timestep. Without them (the first step) and on a step into clean data
+        (``prev_t = -1``, which then returns :math:`\hat x_0`) it is first order, equal
+        to :meth:`ddim_step` with ``eta = 0``; this is diffusers'
+        ``DPMSolverMultistepScheduler(algorithm_type="dpmsolver++", solver_order=2)``
+        with ``final_sigmas_type="zero"`` and ``lower_order_final``.
+
+        Args:
+            model_output: the model's prediction (of ``prediction_type``), ``(b, ...)``.
+            t: current timestep, int or ``(b,)``.
+            x_t: current sample, ``(b, ...)``.
+            prev_t: target timestep ``s`` (default ``t - 1``; ``-1`` is clean data).
+            last_x0: :math:`\hat x_0` of the previous step, ``(b, ...)``; ``None`` for a
+                first-order step.
+            last_t: the previous step's timestep (``> t``), int or ``(b,)``; given exactly
+                when ``last_x0`` is.
+            threshold: optional :class:`~scalemix.solvers.DynamicThreshold` applied to
+                :math:`\hat x_0` (after ``clip_sample``).
+
+        Returns:
+            :class:`StepOutput`; its ``pred_original_sample`` (thresholded) is the next
+            step's ``last_x0``.
+
+        Raises:
+            ValueError: only one of ``last_x0`` and ``last_t`` given, or ``last_t <= t``.
+        """
+        if (last_x0 is None) != (last_t is None):
+            raise ValueError("last_x0 and last_t must be given together (or both be None)")
+        _, x0, abar_t, abar_s = self._step_inputs(model_output, t, x_t, prev_t)
+        if threshold is not None:
+            x0 = threshold(x0)
+        if last_x0 is None or last_t is None:
+            return StepOutput(solvers.dpmpp_2m_update(x0, x_t, abar_t, abar_s), x0)
+        last_x0 = self._check_pair("last_x0", last_x0, x_t)
+        tt = self._t(t, x_t)
+        lt = as_timesteps(last_t, x_t.shape[0], self.num_train_timesteps, x_t.device, name="last_t")
+        if range_checked(lt) and lt.numel() > 0 and bool((lt <= tt).any()):
+            raise ValueError("last_t must be larger than t for every batch element")
+        abar_last = self._abar64(lt, x_t)
+        x_s = solvers.dpmpp_2m_update(x0, x_t, abar_t, abar_s, last_x0, abar_last)
+        return StepOutput(x_s, x0)
 
     def timesteps(
         self, num_inference_steps: int | None = None, spacing: TimestepSpacing = "trailing"
@@ -484,6 +533,20 @@ class DDPMScheduler:
         """
         return timestep_schedule(self.num_train_timesteps, num_inference_steps, spacing)
 
+    # ------------------------------------------------------------------ diffusers
+    @classmethod
+    def from_diffusers(
+        cls, scheduler_or_config: object, *, ignore: tuple[str, ...] = ()
+    ) -> DDPMScheduler:
+        """The scheduler of a diffusers scheduler or config dict; see
+        :func:`scalemix.interop.scheduler_from_diffusers` (diffusers is not imported)."""
+        from .interop import scheduler_from_diffusers
 
-def _cast(coef: Tensor, like: Tensor) -> Tensor:
-    return coef.to(device=like.device, dtype=like.dtype)
+        return scheduler_from_diffusers(scheduler_or_config, ignore=ignore)
+
+    def to_diffusers_config(self, spacing: TimestepSpacing = "trailing") -> dict[str, object]:
+        """The diffusers ``DDPMScheduler`` config of this process, timestep spacing
+        ``spacing``; see :func:`scalemix.interop.scheduler_to_diffusers_config`."""
+        from .interop import scheduler_to_diffusers_config
+
+        return scheduler_to_diffusers_config(self, spacing=spacing)
