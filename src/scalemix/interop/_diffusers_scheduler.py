@@ -1,0 +1,462 @@
+r"""Conversion between :class:`~scalemix.DDPMScheduler` and diffusers' scheduler configs.
+
+A diffusers scheduler is a diffusion process (its betas, what the model predicts) plus
+the settings of one solver. The conversion maps the process and the ancestral-step
+options name for name:
+
+======================================  ==========================================
+diffusers                               scalemix
+======================================  ==========================================
+``beta_schedule="linear"``              ``beta_schedule="linear"``
+``beta_schedule="scaled_linear"``       ``beta_schedule="quadratic"``
+``beta_schedule="squaredcos_cap_v2"``   ``beta_schedule="cosine"``
+``beta_schedule="sigmoid"``             ``beta_schedule="sigmoid"``
+``trained_betas``                       ``betas``
+``prediction_type``                     ``prediction_type`` (same three names)
+``variance_type``                       ``variance_type`` (``fixed_small``, ``fixed_large``)
+``clip_sample=True, clip_sample_range`` ``clip_sample=clip_sample_range``
+``rescale_betas_zero_snr``              ``rescale_betas_zero_snr``
+``timestep_spacing``                    ``spacing=`` of ``timesteps()`` / ``sample()``
+======================================  ==========================================
+
+Options that change the computation and have no scalemix counterpart (``thresholding``,
+``steps_offset``, ``set_alpha_to_one=False``, Karras or flow sigmas, learned variances,
+the ``laplace`` schedule, ...) raise a :class:`ValueError` naming the option and value;
+the settings that only configure one of diffusers' own solvers (``solver_order``,
+``algorithm_type``, ...) are ignored, since scalemix samples with its own ``ddpm`` and
+``ddim`` samplers. No function here imports diffusers: a scheduler object is read
+through its ``config`` mapping.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, get_args
+
+import torch
+from torch import Tensor
+
+from ..scheduler import DDPMScheduler
+from ..schedules import (
+    TimestepSpacing,
+    alphas_cumprod_from_betas,
+    check_betas,
+    cosine_beta_schedule,
+    linear_beta_schedule,
+    quadratic_beta_schedule,
+    rescale_zero_terminal_snr,
+    sigmoid_beta_schedule,
+)
+
+__all__ = [
+    "scheduler_from_diffusers",
+    "scheduler_to_diffusers_config",
+    "timestep_spacing_from_diffusers",
+]
+
+#: diffusers' ``beta_schedule`` names and their scalemix counterparts.
+BETA_SCHEDULE_NAMES: dict[str, str] = {
+    "linear": "linear",
+    "scaled_linear": "quadratic",
+    "squaredcos_cap_v2": "cosine",
+    "sigmoid": "sigmoid",
+}
+# "fixed_small_log" draws sqrt(max(var, 1e-20)) * z, the same step as "fixed_small".
+_VARIANCE_TYPES = {
+    None: "fixed_small",
+    "fixed_small": "fixed_small",
+    "fixed_small_log": "fixed_small",
+    "fixed_large": "fixed_large",
+}
+# Values a key left out of a hand-written config takes: diffusers' DDPMScheduler
+# defaults, except clip_sample (schedulers without the key, e.g. DPM-Solver, never clip).
+_DEFAULTS: dict[str, Any] = {
+    "num_train_timesteps": 1000,
+    "beta_start": 1e-4,
+    "beta_end": 0.02,
+    "beta_schedule": "linear",
+    "trained_betas": None,
+    "prediction_type": "epsilon",
+    "variance_type": "fixed_small",
+    "clip_sample": False,
+    "clip_sample_range": 1.0,
+    "rescale_betas_zero_snr": False,
+    "timestep_spacing": "leading",
+}
+# Options that must keep the value given here: anything else changes the computation in
+# a way scalemix's DDPMScheduler and samplers have no counterpart for.
+_NEUTRAL: dict[str, tuple[Any, str]] = {
+    "thresholding": (False, "scalemix clips x0 to a fixed range only (clip_sample)"),
+    "steps_offset": (0, "scalemix's timestep spacings have no offset"),
+    "set_alpha_to_one": (True, "scalemix's last step always goes to clean data"),
+    "timestep_type": ("discrete", "scalemix models take integer timesteps"),
+    "shift_terminal": (None, "scalemix does not shift the terminal timestep"),
+    "use_karras_sigmas": (False, "scalemix samples on the training timesteps"),
+    "use_exponential_sigmas": (False, "scalemix samples on the training timesteps"),
+    "use_beta_sigmas": (False, "scalemix samples on the training timesteps"),
+    "use_lu_lambdas": (False, "scalemix samples on the training timesteps"),
+    "use_flow_sigmas": (False, "scalemix is a Gaussian (DDPM) diffusion, not flow matching"),
+    "use_dynamic_shifting": (False, "scalemix's schedules do not depend on the resolution"),
+}
+# Settings of diffusers' own solvers, or only read when a neutral option above is on.
+_SOLVER_ONLY = frozenset(
+    {
+        "algorithm_type",
+        "disable_corrector",
+        "dynamic_thresholding_ratio",
+        "euler_at_final",
+        "final_sigmas_type",
+        "flow_shift",
+        "interpolation_type",
+        "lambda_min_clipped",
+        "lower_order_final",
+        "original_inference_steps",
+        "predict_x0",
+        "sample_max_value",
+        "sigma_max",
+        "sigma_min",
+        "skip_prk_steps",
+        "solver_order",
+        "solver_p",
+        "solver_type",
+        "time_shift_type",
+        "timestep_scaling",
+    }
+)
+_MATCH_RTOL = 1e-10
+_MAX_END = 0.999  # largest beta_end searched for a rescaled schedule
+
+
+def _config_of(scheduler_or_config: object) -> Mapping[str, Any]:
+    """The config mapping of a diffusers scheduler (its ``.config``) or the mapping itself."""
+    if isinstance(scheduler_or_config, Mapping):
+        return scheduler_or_config
+    config = getattr(scheduler_or_config, "config", None)
+    if isinstance(config, Mapping):
+        return config
+    raise TypeError(
+        "scheduler_or_config must be a diffusers scheduler (an object with a .config "
+        f"mapping) or its config dict, got {type(scheduler_or_config).__name__}"
+    )
+
+
+def _checked_config(scheduler_or_config: object, ignore: Iterable[str]) -> dict[str, Any]:
+    """Every key of the config validated; returns the mapped keys with defaults filled in."""
+    config = _config_of(scheduler_or_config)
+    if isinstance(ignore, str):
+        raise TypeError(f"ignore must be an iterable of option names, got the string {ignore!r}")
+    dropped = set(ignore)
+    out = dict(_DEFAULTS)
+    for key, value in config.items():
+        if not isinstance(key, str):
+            raise TypeError(f"config keys must be strings, got {key!r}")
+        if key.startswith("_") or key in dropped or key in _SOLVER_ONLY:
+            continue
+        if key in _NEUTRAL:
+            neutral, why = _NEUTRAL[key]
+            if value != neutral:
+                raise ValueError(
+                    f"diffusers option {key}={value!r} has no scalemix counterpart ({why}); "
+                    f"only {key}={neutral!r} converts. Pass ignore=({key!r},) to drop it."
+                )
+            continue
+        if key not in _DEFAULTS:
+            raise ValueError(
+                f"unknown diffusers scheduler option {key}={value!r}; pass ignore=({key!r},) "
+                "to convert without it"
+            )
+        out[key] = value
+    return out
+
+
+def timestep_spacing_from_diffusers(
+    scheduler_or_config: object, *, ignore: Iterable[str] = ()
+) -> TimestepSpacing:
+    """The ``spacing=`` of :func:`scalemix.sample` for a diffusers ``timestep_spacing``.
+
+    diffusers keeps the spacing in the scheduler; scalemix passes it to
+    :meth:`~scalemix.DDPMScheduler.timesteps` and :func:`~scalemix.sample`. The names are
+    the same (``"leading"``, ``"linspace"``, ``"trailing"``); the ``"linspace"`` and
+    ``"trailing"`` grids round exact halves up where diffusers rounds them to even, so
+    the two can differ by one at a timestep that falls exactly on a half (see the page
+    "Coming from diffusers").
+
+    Args:
+        scheduler_or_config: a diffusers scheduler or its config dict.
+        ignore: option names to drop before the checks (as in
+            :func:`scheduler_from_diffusers`).
+
+    Raises:
+        ValueError: an unknown spacing, or an option without a scalemix counterpart
+            (e.g. ``steps_offset != 0``).
+    """
+    spacing = _checked_config(scheduler_or_config, ignore)["timestep_spacing"]
+    if spacing not in get_args(TimestepSpacing):
+        raise ValueError(
+            f"diffusers option timestep_spacing={spacing!r} has no scalemix counterpart; "
+            f"accepted: {', '.join(map(repr, get_args(TimestepSpacing)))}"
+        )
+    result: TimestepSpacing = spacing
+    return result
+
+
+def _zero_snr_preimage(betas: Tensor) -> Tensor:
+    r"""Betas whose zero-terminal-SNR rescaling gives ``betas`` (whose last entry is 1).
+
+    With :math:`a'_t = \sqrt{\bar\alpha'_t}` (so :math:`a'_{T-1} = 0`), the schedule
+    :math:`a_t = a'_t / 2 + a'_0 / 2` has :math:`a_0 = a'_0` and :math:`a_{T-1} = a'_0/2`,
+    and Algorithm 1 of Lin et al. (2024) maps it back to :math:`a'_t` exactly.
+    Shapes: ``(T,)`` to ``(T,)``, float64.
+    """
+    a_rescaled = alphas_cumprod_from_betas(betas).clamp(min=0.0).sqrt()
+    a = 0.5 * a_rescaled + 0.5 * a_rescaled[0]
+    abar = a**2
+    return 1.0 - torch.cat([abar[:1], abar[1:] / abar[:-1]])
+
+
+def scheduler_from_diffusers(
+    scheduler_or_config: object, *, ignore: Iterable[str] = ()
+) -> DDPMScheduler:
+    r"""A :class:`~scalemix.DDPMScheduler` with the diffusion process of a diffusers scheduler.
+
+    Accepts any diffusers noise scheduler built on betas (``DDPMScheduler``,
+    ``DDIMScheduler``, ``DPMSolverMultistepScheduler``, ``EulerDiscreteScheduler``, ...)
+    or its config dict (e.g. a loaded ``scheduler_config.json``). The betas, and so
+    :math:`\bar\alpha_t = \prod_{s \le t}(1-\beta_s)`, the posterior variances and every
+    step, are the same up to diffusers' float32 tables (scalemix computes in float64).
+    The mapping of the option names is in the module docstring. A key missing from a
+    config dict takes diffusers' ``DDPMScheduler`` default, except ``clip_sample``:
+    a config without it does not clip. ``timestep_spacing`` is not part of a
+    scalemix scheduler; read it with :func:`timestep_spacing_from_diffusers`.
+
+    Args:
+        scheduler_or_config: a diffusers scheduler or its config mapping.
+        ignore: option names to drop before the conversion, e.g.
+            ``ignore=("steps_offset", "set_alpha_to_one")`` to take over the schedule of
+            a model whose sampler used those settings.
+
+    Returns:
+        A new :class:`~scalemix.DDPMScheduler`.
+
+    Raises:
+        ValueError: an option or value with no scalemix counterpart (named in the
+            message), or values the scalemix constructor rejects.
+        TypeError: neither a scheduler with a ``config`` mapping nor a mapping.
+    """
+    cfg = _checked_config(scheduler_or_config, ignore)
+    timestep_spacing_from_diffusers(cfg)  # the spacing must convert too
+    variance = cfg["variance_type"]
+    if variance not in _VARIANCE_TYPES:
+        raise ValueError(
+            f"diffusers option variance_type={variance!r} has no scalemix counterpart; "
+            "accepted: 'fixed_small', 'fixed_small_log', 'fixed_large' (scalemix models "
+            "predict no variance)"
+        )
+    prediction = cfg["prediction_type"]
+    if prediction not in ("epsilon", "sample", "v_prediction"):
+        raise ValueError(
+            f"diffusers option prediction_type={prediction!r} has no scalemix counterpart; "
+            "accepted: 'epsilon', 'sample', 'v_prediction'"
+        )
+    clip = cfg["clip_sample"]
+    if not isinstance(clip, bool):
+        raise ValueError(f"diffusers option clip_sample must be a bool, got {clip!r}")
+    clip_sample = float(cfg["clip_sample_range"]) if clip else None
+    rescale = bool(cfg["rescale_betas_zero_snr"])
+    num_t = cfg["num_train_timesteps"]
+    trained = cfg["trained_betas"]
+    if trained is not None:
+        betas = torch.as_tensor(trained, dtype=torch.float64).reshape(-1)
+        if betas.numel() != num_t:
+            raise ValueError(
+                f"diffusers option trained_betas has {betas.numel()} entries but "
+                f"num_train_timesteps={num_t}"
+            )
+        checked = check_betas(betas, allow_terminal_one=True)
+        if float(checked[-1]) == 1.0:  # already zero terminal SNR; rescaling keeps it
+            checked, rescale = _zero_snr_preimage(checked), True
+        return DDPMScheduler(
+            num_train_timesteps=num_t,
+            prediction_type=prediction,
+            variance_type=_VARIANCE_TYPES[variance],  # type: ignore[arg-type]
+            clip_sample=clip_sample,
+            rescale_betas_zero_snr=rescale,
+            betas=checked,
+        )
+    name = cfg["beta_schedule"]
+    if name not in BETA_SCHEDULE_NAMES:
+        raise ValueError(
+            f"diffusers option beta_schedule={name!r} has no scalemix counterpart; "
+            f"accepted: {', '.join(map(repr, BETA_SCHEDULE_NAMES))} or trained_betas"
+        )
+    return DDPMScheduler(
+        num_train_timesteps=num_t,
+        beta_schedule=BETA_SCHEDULE_NAMES[name],  # type: ignore[arg-type]
+        beta_start=float(cfg["beta_start"]),
+        beta_end=float(cfg["beta_end"]),
+        prediction_type=prediction,
+        variance_type=_VARIANCE_TYPES[variance],  # type: ignore[arg-type]
+        clip_sample=clip_sample,
+        rescale_betas_zero_snr=rescale,
+    )
+
+
+# ------------------------------------------------------------ scalemix -> diffusers
+def _tidy(x: float) -> list[float]:
+    """``x`` rounded to 6, 8, 10 and 12 significant digits, then as computed: the
+    shortest that reproduces the schedule is written."""
+    return [*(float(f"{x:.{d}g}") for d in (6, 8, 10, 12)), x]
+
+
+def _matches(a: Tensor, b: Tensor) -> bool:
+    return bool(torch.allclose(a, b, rtol=_MATCH_RTOL, atol=0.0))
+
+
+def _valid_range(start: float, end: float) -> bool:
+    """Whether ``0 < start <= end < 1``, the range scalemix's schedules accept."""
+    return 0.0 < start <= end < 1.0 and not (math.isnan(start) or math.isnan(end))
+
+
+def _identify_plain(betas: Tensor) -> tuple[str, float, float] | None:
+    """The diffusers schedule ``(beta_schedule, beta_start, beta_end)`` of ``betas``."""
+    n = int(betas.numel())
+    if _matches(cosine_beta_schedule(n), betas):
+        return "squaredcos_cap_v2", 1e-4, 0.02  # diffusers ignores the range here
+    first, last = float(betas[0]), float(betas[-1])
+    candidates: list[tuple[str, Callable[[int, float, float], Tensor], float, float]] = [
+        ("linear", linear_beta_schedule, first, last),
+        ("scaled_linear", quadratic_beta_schedule, first, last),
+    ]
+    if n > 1:  # beta_0 = s + sigmoid(-6)(e - s), beta_{T-1} = s + sigmoid(6)(e - s)
+        lo, hi = torch.sigmoid(torch.tensor([-6.0, 6.0], dtype=torch.float64)).tolist()
+        span = (last - first) / (hi - lo)
+        candidates.append(
+            ("sigmoid", sigmoid_beta_schedule, first - lo * span, first - lo * span + span)
+        )
+    for name, fn, start, end in candidates:
+        for s in _tidy(start):
+            for e in _tidy(end):
+                if _valid_range(s, e) and _matches(fn(n, s, e), betas):
+                    return name, s, e
+    return None
+
+
+def _roots_on_grid(fn: Callable[[float], float], lo: float, hi: float) -> list[float]:
+    """Every root of ``fn`` that a log-spaced grid of 96 points on ``(lo, hi]`` brackets,
+    each refined by Brent's method; ``fn`` may return NaN where it is undefined."""
+    from scipy.optimize import brentq
+
+    grid = [lo * (hi / lo) ** (k / 95) for k in range(1, 96)]
+    values = [fn(x) for x in grid]
+    roots = [x for x, v in zip(grid, values, strict=True) if v == 0.0]
+    for a, b, fa, fb in zip(grid, grid[1:], values, values[1:], strict=False):
+        if fa * fb < 0:  # False where either is NaN (outside the valid range)
+            roots.append(float(brentq(fn, a, b, xtol=1e-16, rtol=1e-15, maxiter=200)))
+    return roots
+
+
+def _identify_rescaled(betas: Tensor) -> tuple[str, float, float] | None:
+    r"""As :func:`_identify_plain` for a schedule rescaled to zero terminal SNR.
+
+    Rescaling keeps :math:`\beta_0`, so ``beta_start = betas[0]``; ``beta_end`` is a
+    root of :math:`e \mapsto \bar\alpha'_{T/2}(e) - \bar\alpha_{T/2}` (not monotone
+    in :math:`e`, so every root on a grid is tried), checked against the whole schedule.
+    """
+    n = int(betas.numel())
+    if n < 2:
+        return None
+    if _matches(rescale_zero_terminal_snr(cosine_beta_schedule(n)), betas):
+        return "squaredcos_cap_v2", 1e-4, 0.02
+    first = float(betas[0])
+    mid = n // 2
+    target = float(alphas_cumprod_from_betas(betas)[mid - 1])
+    low = float(torch.sigmoid(torch.tensor(-6.0, dtype=torch.float64)))
+    # (name, schedule, beta_start as a function of beta_end given beta_0 = first)
+    families: list[tuple[str, Callable[[int, float, float], Tensor], Callable[[float], float]]] = [
+        ("linear", linear_beta_schedule, lambda end: first),
+        ("scaled_linear", quadratic_beta_schedule, lambda end: first),
+        ("sigmoid", sigmoid_beta_schedule, lambda end: (first - low * end) / (1.0 - low)),
+    ]
+    for name, fn, start_of in families:
+
+        def gap(
+            end: float,
+            fn: Callable[[int, float, float], Tensor] = fn,
+            start_of: Callable[[float], float] = start_of,
+        ) -> float:
+            start = start_of(end)
+            if not _valid_range(start, end):
+                return math.nan
+            rescaled = rescale_zero_terminal_snr(fn(n, start, end))
+            return float(alphas_cumprod_from_betas(rescaled)[mid - 1]) - target
+
+        if not 0.0 < first < _MAX_END:
+            continue
+        for end in _roots_on_grid(gap, first, _MAX_END):
+            for s in _tidy(start_of(end)):
+                for e in _tidy(end):
+                    if _valid_range(s, e) and _matches(
+                        rescale_zero_terminal_snr(fn(n, s, e)), betas
+                    ):
+                        return name, s, e
+    return None
+
+
+def scheduler_to_diffusers_config(
+    scheduler: DDPMScheduler, *, spacing: TimestepSpacing = "trailing"
+) -> dict[str, Any]:
+    r"""The diffusers ``DDPMScheduler`` config of the same diffusion process.
+
+    A scalemix scheduler keeps its betas, not the name of their schedule, so the
+    schedule is recognised from the betas: linear, quadratic (diffusers'
+    ``"scaled_linear"``), cosine (``"squaredcos_cap_v2"``) and sigmoid schedules,
+    rescaled to zero terminal SNR or not, are written by name with their
+    ``beta_start``/``beta_end`` (matched to a relative :math:`10^{-10}`); any other
+    schedule is written as ``trained_betas``. Build the diffusers scheduler with
+    ``diffusers.DDPMScheduler.from_config(config)`` (or ``DDIMScheduler``, ...).
+
+    Args:
+        scheduler: the scalemix scheduler.
+        spacing: the ``timestep_spacing`` to write, i.e. the ``spacing=`` you sample
+            with in scalemix (its default, ``"trailing"``, here too).
+
+    Returns:
+        A plain dict of JSON-serialisable values (``trained_betas`` is a list of floats).
+
+    Raises:
+        ValueError: an unknown ``spacing``.
+    """
+    if spacing not in get_args(TimestepSpacing):
+        raise ValueError(
+            f"spacing must be one of {', '.join(map(repr, get_args(TimestepSpacing)))}, "
+            f"got {spacing!r}"
+        )
+    betas = scheduler.betas
+    zero_snr = float(betas[-1]) == 1.0
+    found = _identify_rescaled(betas) if zero_snr else _identify_plain(betas)
+    config: dict[str, Any] = {"num_train_timesteps": scheduler.num_train_timesteps}
+    if found is None:
+        config.update(
+            beta_start=1e-4,
+            beta_end=0.02,
+            beta_schedule="linear",
+            trained_betas=[float(b) for b in betas.tolist()],
+        )
+        rescale = False  # the betas are written as they are, terminal 1 included
+    else:
+        name, start, end = found
+        config.update(beta_start=start, beta_end=end, beta_schedule=name, trained_betas=None)
+        rescale = zero_snr
+    clip = scheduler.clip_sample
+    config.update(
+        variance_type=scheduler.variance_type,
+        clip_sample=clip is not None,
+        clip_sample_range=1.0 if clip is None else float(clip),
+        prediction_type=scheduler.prediction_type,
+        thresholding=False,
+        timestep_spacing=spacing,
+        steps_offset=0,
+        rescale_betas_zero_snr=rescale,
+    )
+    return config
