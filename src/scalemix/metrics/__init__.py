@@ -7,6 +7,9 @@
   :func:`gaussian_kl_from_samples` fits one Gaussian per point cloud.
 * :func:`symmetric_kl`, :func:`jensen_shannon`: symmetrised divergences.
 * :func:`kl_confidence_interval`: a subsampling confidence interval for any estimator.
+* :func:`kid_from_features` (module :mod:`scalemix.metrics.kid`): the Kernel Inception
+  Distance, unbiased, with its jackknife standard error; :mod:`scalemix.metrics.fid`
+  holds FID and the Inception network both use.
 
 Sample-based estimators return Python floats in bits by default (``base=2.0``); the
 analytic Gaussian functions return tensors in nats.
@@ -31,10 +34,14 @@ from ._knn import KnnEstimator as KnnEstimator
 from ._knn import KnnMetric as KnnMetric
 from ._knn import knn_kl as knn_kl
 from ._subsample import kl_confidence_interval as kl_confidence_interval
+from .kid import KIDResult as KIDResult
+from .kid import kid_from_features as kid_from_features
+from .kid import mmd2_unbiased as mmd2_unbiased
 
 __all__ = [
     "GaussianParameterization",
     "JSMethod",
+    "KIDResult",
     "KnnBackend",
     "KnnDuplicates",
     "KnnEstimator",
@@ -47,7 +54,9 @@ __all__ = [
     "histogram_kl",
     "histogram_probabilities",
     "jensen_shannon",
+    "kid_from_features",
     "kl_confidence_interval",
     "knn_kl",
+    "mmd2_unbiased",
     "symmetric_kl",
 ]

@@ -71,18 +71,24 @@ def inception_features(
 
     Images are quantised to 8 bits as saved PNGs would be (``u = round((x + 1) 127.5)``),
     mapped to the network's input range ``u / 128 - 1``, and resized bilinearly to
-    299 x 299.
+    299 x 299. Grayscale images (one channel) are repeated to three channels, as a
+    grayscale PNG is read as RGB.
 
     Args:
-        images: ``(n, 3, h, w)`` floats in ``[-1, 1]`` (values outside are clamped).
+        images: ``(n, 3, h, w)`` or ``(n, 1, h, w)`` floats in ``[-1, 1]`` (values
+            outside are clamped).
         model: from :func:`load_inception`.
         batch_size: images per forward pass.
 
     Returns:
         float64 array of shape ``(n, 2048)``.
     """
-    if images.ndim != 4 or images.shape[1] != 3:
-        raise ValueError(f"images must have shape (n, 3, h, w), got {tuple(images.shape)}")
+    if images.ndim != 4 or images.shape[1] not in (1, 3):
+        raise ValueError(
+            f"images must have shape (n, 3, h, w) or (n, 1, h, w), got {tuple(images.shape)}"
+        )
+    if images.shape[1] == 1:
+        images = images.expand(-1, 3, -1, -1)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     device = next(iter(model.parameters())).device
