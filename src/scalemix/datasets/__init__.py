@@ -1,7 +1,11 @@
-"""Seeded toy 2D datasets, CelebA from a local folder, and synthetic images."""
+"""Seeded toy 2D datasets, CelebA from a local folder, Fashion-MNIST, and synthetic images."""
 
 from __future__ import annotations
 
+from .fashion_mnist import FASHION_MNIST_CLASSES as FASHION_MNIST_CLASSES
+from .fashion_mnist import FASHION_MNIST_ROOT as FASHION_MNIST_ROOT
+from .fashion_mnist import FashionMNIST as FashionMNIST
+from .fashion_mnist import read_idx as read_idx
 from .images import CELEBA_LAYOUT as CELEBA_LAYOUT
 from .images import CelebAFolder as CelebAFolder
 from .images import CelebASplit as CelebASplit
@@ -21,9 +25,12 @@ from .toy2d import spiral as spiral
 __all__ = [
     "CELEBA_LAYOUT",
     "DATASET_NAMES",
+    "FASHION_MNIST_CLASSES",
+    "FASHION_MNIST_ROOT",
     "CelebAFolder",
     "CelebASplit",
     "DatasetName",
+    "FashionMNIST",
     "SyntheticImages",
     "checkerboard",
     "circle",
@@ -33,5 +40,6 @@ __all__ = [
     "line",
     "make_dataset",
     "moons",
+    "read_idx",
     "spiral",
 ]

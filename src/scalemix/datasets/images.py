@@ -1,10 +1,12 @@
-r"""Image datasets: CelebA from its standard folder layout, and a synthetic stand-in.
+r"""Image datasets: CelebA from its folder layout, Fashion-MNIST, and a synthetic stand-in.
 
-:class:`CelebAFolder` reads the aligned-and-cropped CelebA release (Liu et al., 2015)
-from a folder the user provides; nothing is downloaded. :class:`SyntheticImages` draws
-smooth random scenes (a colour gradient and soft ellipses) for smoke runs and tests.
-Both return float32 tensors of shape ``(3, s, s)`` in ``[-1, 1]``, the range the
-diffusion models of :mod:`scalemix` are trained on.
+:class:`FashionMNIST` (defined in :mod:`scalemix.datasets.fashion_mnist`) reads the real
+Fashion-MNIST photographs from the IDX files of Debian's ``dataset-fashion-mnist``
+package (or any folder holding them). :class:`CelebAFolder` reads the aligned-and-cropped
+CelebA release (Liu et al., 2015) from a folder the user provides; nothing is
+downloaded. :class:`SyntheticImages` draws smooth random scenes (a colour gradient and
+soft ellipses) for smoke runs and tests. All return float32 tensors ``(c, s, s)`` in
+``[-1, 1]``, the range the diffusion models of :mod:`scalemix` are trained on.
 """
 
 from __future__ import annotations
@@ -19,8 +21,16 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from .._utils import check_choice
+from .fashion_mnist import FASHION_MNIST_ROOT, FashionMNIST
 
-__all__ = ["CELEBA_LAYOUT", "CelebAFolder", "CelebASplit", "SyntheticImages"]
+__all__ = [
+    "CELEBA_LAYOUT",
+    "FASHION_MNIST_ROOT",
+    "CelebAFolder",
+    "CelebASplit",
+    "FashionMNIST",
+    "SyntheticImages",
+]
 
 CelebASplit = Literal["train", "valid", "test", "all"]
 
