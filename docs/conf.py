@@ -69,6 +69,7 @@ API_MODULES = {
     "scalemix.training": "Training",
     "scalemix.testing": "Conformance checks and hypothesis strategies",
     "scalemix.debug": "Value checks for debugging",
+    "scalemix.interop": "Interoperability with diffusers",
 }
 
 
