@@ -198,8 +198,40 @@ def gaussian_kl_diag(
     else:
         log_p, log_q = var_p, var_q
     ratio = torch.exp(log_p - log_q)
-    mahalanobis = (mean_q - mean_p).square() * torch.exp(-log_q)
+    # divide by sigma_q before squaring: (mu_q - mu_p)^2 alone overflows for means of
+    # ~1e155 and more even when the term itself is representable
+    mahalanobis = ((mean_q - mean_p) * torch.exp(-0.5 * log_q)).square()
     return (ratio + mahalanobis - 1 + log_q - log_p).sum(dim=-1).mul(0.5)
+
+
+def _power_of_two(x: Tensor, y: Tensor) -> float | None:
+    """The power of two that brings the largest magnitude of ``x`` and ``y`` to [0.5, 1),
+    or ``None`` when that magnitude already lies in ``[2^-16, 2^16]`` (or is 0)."""
+    peak = max(float(x.abs().max()), float(y.abs().max()))
+    if peak == 0.0 or 2.0**-16 <= peak <= 2.0**16:
+        return None
+    return 2.0 ** -math.frexp(peak)[1]
+
+
+def _normalise(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    """Map both point sets by one affine map ``z -> s (z - c)`` to a spread of order one.
+
+    ``s`` is a power of two (exact in floating point), applied to bring the data to
+    magnitude one and, when the spread around the common centre ``c`` (the mean of the
+    rescaled ``x``) is still far from one, once more after subtracting ``c``. The
+    Gaussian fits transform as ``mu -> s (mu - c)``, ``Sigma -> s^2 Sigma``, which leaves
+    the KL between them unchanged; without it the covariance of data of magnitude 1e155
+    overflows and that of data of magnitude 1e-155 loses its precision to subnormal
+    numbers. Data of moderate size and spread is returned unchanged.
+    """
+    scale = _power_of_two(x, y)
+    if scale is not None:
+        x, y = x * scale, y * scale
+    c = x.mean(dim=0)
+    scale = _power_of_two(x - c, y - c)
+    if scale is not None:
+        x, y = (x - c) * scale, (y - c) * scale
+    return x, y
 
 
 def gaussian_kl_from_samples(x: Points, y: Points, *, base: float = 2.0) -> float:
@@ -226,16 +258,14 @@ def gaussian_kl_from_samples(x: Points, y: Points, *, base: float = 2.0) -> floa
     log_base = check_base(base)
     xa, ya = as_points_pair(x, y)
     d = xa.shape[1]
-    params = []
     for name, arr in (("x", xa), ("y", ya)):
         if arr.shape[0] <= d:
             raise ValueError(
                 f"{name} has {arr.shape[0]} points; a full covariance in d={d} needs at "
                 f"least d + 1 = {d + 1}"
             )
-        t = torch.from_numpy(arr)
-        params.append((t.mean(dim=0), torch.cov(t.T).reshape(d, d)))
-    (mu_p, cov_p), (mu_q, cov_q) = params
+    xt, yt = _normalise(torch.from_numpy(xa), torch.from_numpy(ya))
+    (mu_p, cov_p), (mu_q, cov_q) = ((t.mean(dim=0), torch.cov(t.T).reshape(d, d)) for t in (xt, yt))
     try:
         value = gaussian_kl(mu_p, cov_p, mu_q, cov_q)
     except ValueError as err:

@@ -23,6 +23,27 @@ from .rescale import LearnedAffineUpscale
 __all__ = ["DualScaleBlock"]
 
 
+def _in_features(given: int | None, upscale: nn.Module, global_branch: nn.Module) -> int | None:
+    """The feature size the block checks: ``given``, else read off the modules (or ``None``)."""
+    dim = upscale.dim if isinstance(upscale, LearnedAffineUpscale) else None
+    if given is not None:
+        if isinstance(given, bool) or not isinstance(given, int) or given < 1:
+            raise ValueError(f"in_features must be a positive int or None, got {given!r}")
+        if dim is not None and dim != given:
+            raise ValueError(
+                f"in_features={given} disagrees with the upscale's dim={dim} "
+                "(LearnedAffineUpscale maps vectors of that size)"
+            )
+        return given
+    if dim is not None:
+        return dim
+    for name in ("input_dim", "in_channels"):
+        value = getattr(global_branch, name, None)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    return None
+
+
 class DualScaleBlock(nn.Module):
     r"""Mix a global and a local branch with a timestep gate (see the module docstring).
 
@@ -40,6 +61,12 @@ class DualScaleBlock(nn.Module):
         downscale: :math:`D`, applied to the local output. ``None`` means: identity when
             the local output already has the shape of ``x``; otherwise, for images,
             area downsampling (adaptive average pooling) to the spatial size of ``x``.
+        in_features: the size of ``x``'s dimension 1 (``d`` of vectors, ``c`` of
+            images) that the block accepts. ``None`` reads it from a
+            :class:`~scalemix.nn.LearnedAffineUpscale` (its ``dim``), else from the
+            global branch's ``input_dim`` (:class:`~scalemix.nn.MLPDenoiser`) or
+            ``in_channels`` (:class:`~scalemix.nn.FlexiUNet`) attribute; when none of
+            these exists, the size is not checked.
 
     Shape:
         - ``x``: ``(b, d)`` vectors or ``(b, c, h, w)`` images; ``t``: ``(b,)`` (or 0-d).
@@ -48,7 +75,9 @@ class DualScaleBlock(nn.Module):
     Raises:
         TypeError: if a branch or the upscale is not an ``nn.Module``.
         ValueError: if the gate does not have two branches, a fixed ``alpha`` lies
-            outside ``[0, 1]``, or the local output cannot be brought to the shape of ``x``.
+            outside ``[0, 1]``, ``in_features`` disagrees with the upscale's ``dim``, ``x``
+            does not have ``in_features`` features, or the local output cannot be
+            brought to the shape of ``x``.
     """
 
     def __init__(
@@ -58,6 +87,8 @@ class DualScaleBlock(nn.Module):
         gate: TimestepGate | float,
         upscale: nn.Module,
         downscale: nn.Module | None = None,
+        *,
+        in_features: int | None = None,
     ) -> None:
         super().__init__()
         for name, module in (
@@ -74,6 +105,8 @@ class DualScaleBlock(nn.Module):
                 raise ValueError(f"the gate must have 2 branches, got {gate.num_branches}")
         else:
             gate = TimestepGate("fixed", value=gate)
+        #: the size of dimension 1 of ``x`` that the block accepts, or ``None`` (unchecked)
+        self.in_features: int | None = _in_features(in_features, upscale, global_branch)
         self.global_branch = global_branch
         self.local_branch = local_branch
         self.gate = gate
@@ -85,7 +118,7 @@ class DualScaleBlock(nn.Module):
         cls, global_branch: nn.Module, local_branch: nn.Module, gate: TimestepGate | float, dim: int
     ) -> DualScaleBlock:
         """The published vector form: a :class:`LearnedAffineUpscale` of size ``dim``."""
-        return cls(global_branch, local_branch, gate, LearnedAffineUpscale(dim))
+        return cls(global_branch, local_branch, gate, LearnedAffineUpscale(dim), in_features=dim)
 
     def gate_weights(self, t: Tensor) -> Tensor:
         r"""``(b, 2)`` weights :math:`(\alpha(t), 1 - \alpha(t))` without running the branches."""
@@ -113,6 +146,11 @@ class DualScaleBlock(nn.Module):
         if not isinstance(x, Tensor) or x.ndim < 2:
             got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
             raise ValueError(f"x must be a tensor of shape (b, ...), got {got}")
+        if self.in_features is not None and x.shape[1] != self.in_features:
+            raise ValueError(
+                f"x has {x.shape[1]} features (dimension 1 of shape {tuple(x.shape)}); this "
+                f"DualScaleBlock expects in_features={self.in_features}"
+            )
         t = model_timesteps(t, x.shape[0], x.device)
         weights = self.gate(t)
         g = self.global_branch(x, t)
