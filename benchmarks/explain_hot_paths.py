@@ -20,6 +20,7 @@ from torch import Tensor
 
 from scalemix import DDPMScheduler, DualScaleDenoiser, FlexiUNet, MLPDenoiser
 from scalemix.degradation import ScaleSpaceDegradation
+from scalemix.solvers import DynamicThreshold
 
 
 def paths() -> list[tuple[str, Callable[..., Any], tuple[Any, ...]]]:
@@ -71,6 +72,22 @@ def paths() -> list[tuple[str, Callable[..., Any], tuple[Any, ...]]]:
         (
             "DDPMScheduler.ddim_step (eta=1)",
             lambda o, a, n: scheduler.ddim_step(o, 500, a, prev_t=480, eta=1.0, noise=n),
+            (z, x, z),
+        )
+    )
+    out.append(
+        (
+            "DDPMScheduler.dpmpp_2m_step (first)",
+            lambda o, a: scheduler.dpmpp_2m_step(o, 500, a, prev_t=480),
+            (z, x),
+        )
+    )
+    out.append(
+        (
+            "DDPMScheduler.dpmpp_2m_step (2nd)",
+            lambda o, a, p: scheduler.dpmpp_2m_step(
+                o, 500, a, prev_t=480, last_x0=p, last_t=520, threshold=DynamicThreshold()
+            ),
             (z, x, z),
         )
     )

@@ -19,6 +19,7 @@ from scalemix import DDPMScheduler, DualScaleDenoiser, FlexiUNet, MLPDenoiser
 from scalemix._utils import gather
 from scalemix.debug import check_values
 from scalemix.degradation import ScaleSpaceDegradation
+from scalemix.solvers import DynamicThreshold
 
 SMALL = {"embedding_dim": 8, "hidden_dim": 16, "num_blocks": 1}
 
@@ -80,6 +81,21 @@ def test_scheduler_steps(sampler: str, t: int | Tensor) -> None:
             return scheduler.step(out, t, x, noise=noise).prev_sample
         eta = 1.0 if sampler == "ddim_eta" else 0.0
         return scheduler.ddim_step(out, t, x, prev_t=-1, eta=eta, noise=noise).prev_sample
+
+    _assert_one_graph(step, torch.randn_like(X), X, torch.randn_like(X))
+
+
+@pytest.mark.parametrize("second_order", [False, True])
+@pytest.mark.parametrize("t", [7, T])
+def test_dpmpp_2m_step(second_order: bool, t: int | Tensor) -> None:
+    scheduler = DDPMScheduler(12)
+
+    def step(out: Tensor, x: Tensor, last: Tensor) -> Tensor:
+        if not second_order:
+            return scheduler.dpmpp_2m_step(out, t, x, prev_t=-1).prev_sample
+        return scheduler.dpmpp_2m_step(
+            out, t, x, prev_t=-1, last_x0=last, last_t=11, threshold=DynamicThreshold()
+        ).prev_sample
 
     _assert_one_graph(step, torch.randn_like(X), X, torch.randn_like(X))
 

@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import Tensor
 
+from scalemix.debug import check_values
 from scalemix.sampling import SamplingState, sample
 from scalemix.scheduler import DDPMScheduler
 
@@ -113,7 +114,7 @@ def test_ddim_eta0_is_deterministic_given_start() -> None:
 @pytest.mark.parametrize(
     "kwargs",
     [
-        {"sampler": "euler"},
+        {"sampler": "dpmpp_3m"},
         {"shape": (0, 2)},
         {"eta": 0.5},
         {"steps": 0},
@@ -131,3 +132,25 @@ def test_bad_steps_message_names_steps() -> None:
     s = DDPMScheduler(100)
     with pytest.raises(ValueError, match=r"steps must be None .* \[1, 100\].*got 500"):
         sample(GaussianOracle(s), s, (2, 2), steps=500)
+
+
+class _Exploding:
+    """A model whose output turns non-finite from timestep 5 down."""
+
+    def __init__(self, bad: float) -> None:
+        self.bad = bad
+
+    def __call__(self, x: Tensor, t: Tensor) -> Tensor:
+        out = torch.zeros_like(x)
+        return torch.where((t < 5).reshape(-1, 1), torch.full_like(x, self.bad), out)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+@pytest.mark.parametrize("sampler", ["ddpm", "ddim", "euler", "heun", "dpmpp_2m"])
+def test_non_finite_samples_raise_naming_the_model(bad: float, sampler: str) -> None:
+    s = DDPMScheduler(20)
+    with pytest.raises(ValueError, match=r"_Exploding.*check_values"):
+        sample(_Exploding(bad), s, (3, 2), sampler=sampler, generator=torch.Generator())  # type: ignore[arg-type]
+    # the switch finds the step: the first non-finite model output
+    with check_values(), pytest.raises(ValueError, match="model_output contains NaN"):
+        sample(_Exploding(bad), s, (3, 2), sampler=sampler, generator=torch.Generator())  # type: ignore[arg-type]

@@ -239,7 +239,9 @@ class DynamicThreshold:
 
     def __call__(self, x0: Tensor) -> Tensor:
         """Threshold ``x0`` of shape ``(b, ...)``; returns its shape and dtype."""
-        flat = x0.reshape(x0.shape[0], -1).abs().float()
+        flat = x0.reshape(x0.shape[0], -1).abs()
+        if flat.dtype not in (torch.float32, torch.float64):  # quantile needs fp32/fp64
+            flat = flat.float()
         s = torch.quantile(flat, self.ratio, dim=1).clamp(min=1.0, max=self.max_value)
         s = append_dims(s, x0.ndim).to(x0.dtype)
         return torch.maximum(torch.minimum(x0, s), -s) / s

@@ -1,0 +1,241 @@
+"""DPM-Solver++ (2M), Euler and Heun: parity with diffusers, convergence order on the
+exact probability-flow ODE of Gaussian data, first-order identities, log-SNR spacing."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from torch import Tensor
+
+from scalemix import DDPMScheduler, sample
+from scalemix.sampling import SamplingState
+from scalemix.solvers import DynamicThreshold, logsnr_timesteps
+
+MU, S2 = 0.5, 0.09  # data N(MU, S2 I)
+PRED = ["epsilon", "sample", "v_prediction"]
+# diffusers' own numpy-2 deprecation, raised inside its set_timesteps
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+
+
+class GaussianDenoiser:
+    """The exact denoiser of data N(MU, S2 I): E[x0 | x_t] by Gaussian conditioning,
+    returned as eps, x0 or v for the scheduler's prediction type."""
+
+    def __init__(self, scheduler: DDPMScheduler) -> None:
+        self.abar = scheduler.alphas_cumprod
+        self.prediction_type = scheduler.prediction_type
+
+    def __call__(self, x: Tensor, t: Tensor) -> Tensor:
+        a = self.abar[t].to(x.dtype).reshape(-1, *([1] * (x.ndim - 1)))
+        ra, rs = a.sqrt(), (1 - a).sqrt()
+        x0 = MU + ra * S2 / (a * S2 + 1 - a) * (x - ra * MU)
+        eps = (x - ra * x0) / rs
+        if self.prediction_type == "epsilon":
+            return eps
+        if self.prediction_type == "sample":
+            return x0
+        return ra * eps - rs * x0
+
+
+def _float32_linear_betas() -> Tensor:
+    """Linear betas as diffusers stores them (float32), so both sides share one table."""
+    return torch.linspace(1e-4, 0.02, 1000, dtype=torch.float32).double()
+
+
+def _diffusers_dpmpp(
+    model: GaussianDenoiser, x_T: Tensor, timesteps: list[int], pred: str, **kwargs: Any
+) -> Tensor:
+    diffusers = pytest.importorskip("diffusers")
+    d = diffusers.DPMSolverMultistepScheduler(
+        num_train_timesteps=1000,
+        trained_betas=_float32_linear_betas().numpy(),
+        prediction_type=pred,
+        algorithm_type="dpmsolver++",
+        solver_order=2,
+        **kwargs,
+    )
+    d.set_timesteps(timesteps=timesteps)
+    x = x_T.clone()
+    for t in d.timesteps:
+        x = d.step(model(x, torch.full((x.shape[0],), int(t))), t, x).prev_sample
+    return x  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("pred", PRED)
+@pytest.mark.parametrize("steps", [5, 20])
+def test_dpmpp_2m_equals_diffusers(pred: str, steps: int) -> None:
+    s = DDPMScheduler(betas=_float32_linear_betas(), prediction_type=pred)  # type: ignore[arg-type]
+    model = GaussianDenoiser(s)
+    x_T = torch.randn(256, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    ours = sample(model, s, x_T.shape, steps=steps, sampler="dpmpp_2m", x_T=x_T, dtype=x_T.dtype)
+    theirs = _diffusers_dpmpp(model, x_T, s.timesteps(steps).tolist(), pred)
+    # diffusers keeps its sigmas in float32: agreement to float32 rounding of the schedule
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=2e-5)
+
+
+def test_dpmpp_2m_dynamic_threshold_equals_diffusers() -> None:
+    s = DDPMScheduler(betas=_float32_linear_betas(), prediction_type="epsilon")
+    model = GaussianDenoiser(s)
+    x_T = 2 * torch.randn(8, 4, 16, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    threshold = DynamicThreshold(ratio=0.9, max_value=1.2)
+    ours = sample(
+        model, s, x_T.shape, steps=10, sampler="dpmpp_2m", x_T=x_T, dtype=x_T.dtype,
+        threshold=threshold,
+    )  # fmt: skip
+    plain = sample(model, s, x_T.shape, steps=10, sampler="dpmpp_2m", x_T=x_T, dtype=x_T.dtype)
+    theirs = _diffusers_dpmpp(
+        model, x_T, s.timesteps(10).tolist(), "epsilon",
+        thresholding=True, dynamic_thresholding_ratio=0.9, sample_max_value=1.2,
+    )  # fmt: skip
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=2e-5)
+    assert (ours - plain).abs().max() > 1e-2  # the threshold did act
+    assert ours.abs().max() <= 1.0 + 1e-12  # the last step returns the thresholded x0
+
+
+def test_dynamic_threshold_values() -> None:
+    x0 = torch.tensor([[0.5, -3.0, 2.0, 0.1], [0.2, -0.3, 0.4, 0.9]], dtype=torch.float64)
+    out = DynamicThreshold(ratio=1.0, max_value=2.0)(x0)
+    # row 0: s = min(max(3, 1), 2) = 2 -> clamp to [-2, 2], / 2; row 1: s = 1 -> unchanged
+    expected = torch.tensor([[0.25, -1.0, 1.0, 0.05], [0.2, -0.3, 0.4, 0.9]], dtype=torch.float64)
+    torch.testing.assert_close(out, expected)
+    for bad in ({"ratio": 0.0}, {"ratio": 1.5}, {"max_value": 0.5}):
+        with pytest.raises(ValueError):
+            DynamicThreshold(**bad)  # type: ignore[arg-type]
+
+
+def _exact_flow(s: DDPMScheduler, x_T: Tensor, t: int) -> Tensor:
+    """The probability-flow ODE of Gaussian data keeps the standardised value
+    z = (x - sqrt(abar) MU) / sqrt(abar S2 + 1 - abar) fixed (the marginals are Gaussian and
+    the flow is an increasing affine map), so x_t follows from x_T in closed form."""
+    abar = s.alphas_cumprod
+    a_T, a = abar[-1].item(), abar[t].item()
+    z = (x_T - a_T**0.5 * MU) / (a_T * S2 + 1 - a_T) ** 0.5
+    return a**0.5 * MU + (a * S2 + 1 - a) ** 0.5 * z
+
+
+def _ode_error(sampler: str, steps: int) -> float:
+    """Max error at the last timestep before the final jump to x0_hat (which is exact
+    given x_t): the ODE discretisation error alone."""
+    s = DDPMScheduler(1000)
+    x_T = torch.linspace(-3, 3, 61, dtype=torch.float64)[:, None]
+    seen: list[SamplingState] = []
+    sample(
+        GaussianDenoiser(s), s, x_T.shape, steps=steps, sampler=sampler,  # type: ignore[arg-type]
+        spacing="logsnr", x_T=x_T, dtype=x_T.dtype, callback=seen.append,
+    )  # fmt: skip
+    x_last, t_last = seen[-2].prev_sample, seen[-1].t
+    return (x_last - _exact_flow(s, x_T, t_last)).abs().max().item()
+
+
+@pytest.mark.parametrize(("sampler", "order"), [("dpmpp_2m", 2), ("heun", 2), ("ddim", 1)])
+def test_convergence_order_on_the_exact_ode(sampler: str, order: int) -> None:
+    errors = [_ode_error(sampler, n) for n in (20, 40, 80)]
+    ratios = [errors[i] / errors[i + 1] for i in range(2)]
+    # halving the step divides the global error by 2**order (asymptotically)
+    for r in ratios:
+        assert r == pytest.approx(2**order, rel=0.15), (errors, ratios)
+
+
+def test_dpmpp_2m_beats_ddim_at_equal_calls() -> None:
+    assert _ode_error("dpmpp_2m", 10) < 0.5 * _ode_error("ddim", 10)
+
+
+@pytest.mark.parametrize("pred", PRED)
+def test_first_order_rules_coincide(pred: str) -> None:
+    s = DDPMScheduler(100, prediction_type=pred)  # type: ignore[arg-type]
+    g = torch.Generator().manual_seed(2)
+    out = torch.randn(5, 2, generator=g, dtype=torch.float64)
+    x = torch.randn(5, 2, generator=g, dtype=torch.float64)
+    dpm = s.dpmpp_2m_step(out, 60, x, prev_t=30)
+    ddim = s.ddim_step(out, 60, x, prev_t=30)
+    torch.testing.assert_close(dpm.prev_sample, ddim.prev_sample, rtol=1e-12, atol=1e-12)
+    # a step into clean data returns x0_hat, also with a previous x0_hat given
+    last = torch.randn(5, 2, generator=g, dtype=torch.float64)
+    final = s.dpmpp_2m_step(out, 10, x, prev_t=-1, last_x0=last, last_t=40)
+    torch.testing.assert_close(final.prev_sample, s.predict_x0(out, x, 10))
+    model = GaussianDenoiser(s)
+    x_T = torch.randn(9, 2, generator=g, dtype=torch.float64)
+    kw: dict[str, Any] = {"steps": 7, "x_T": x_T, "dtype": x_T.dtype}
+    euler = sample(model, s, x_T.shape, sampler="euler", **kw)
+    torch.testing.assert_close(euler, sample(model, s, x_T.shape, sampler="ddim", **kw))
+
+
+def test_dpmpp_2m_second_order_uses_the_previous_prediction() -> None:
+    """With x0_hat constant in time D = x0_hat, so the second-order step equals the first."""
+    s = DDPMScheduler(100)
+    g = torch.Generator().manual_seed(3)
+    x0 = torch.randn(4, 2, generator=g, dtype=torch.float64)
+    x = torch.randn(4, 2, generator=g, dtype=torch.float64)
+    s0 = DDPMScheduler(100, prediction_type="sample")
+    one = s0.dpmpp_2m_step(x0, 50, x, prev_t=20)
+    two = s0.dpmpp_2m_step(x0, 50, x, prev_t=20, last_x0=x0, last_t=80)
+    torch.testing.assert_close(one.prev_sample, two.prev_sample)
+    other = s0.dpmpp_2m_step(x0, 50, x, prev_t=20, last_x0=x0 + 1, last_t=80)
+    assert (other.prev_sample - one.prev_sample).abs().min() > 1e-3
+    with pytest.raises(ValueError, match="last_x0 and last_t"):
+        s.dpmpp_2m_step(x0, 50, x, last_x0=x0)
+    with pytest.raises(ValueError, match="last_t must be larger"):
+        s.dpmpp_2m_step(x0, 50, x, last_x0=x0, last_t=50)
+
+
+@given(n=st.integers(1, 200), zero_snr=st.booleans())
+def test_logsnr_timesteps_are_strictly_decreasing_and_cover_the_range(
+    n: int, zero_snr: bool
+) -> None:
+    s = (
+        DDPMScheduler(200, prediction_type="v_prediction", rescale_betas_zero_snr=True)
+        if zero_snr
+        else DDPMScheduler(200)
+    )
+    ts = logsnr_timesteps(s.alphas_cumprod, n)
+    assert ts.dtype == torch.long and ts.shape == (n,)
+    assert ts[0] == 199 and ts.min() >= 0
+    assert bool((ts[1:] < ts[:-1]).all())
+    if n > 1:
+        assert ts[-1] == 0
+
+
+def test_logsnr_timesteps_are_even_in_logsnr() -> None:
+    s = DDPMScheduler(1000)
+    ts = logsnr_timesteps(s.alphas_cumprod, 20)
+    abar = s.alphas_cumprod[ts]
+    gaps = torch.diff(torch.log(abar / (1 - abar)))
+    # integer rounding moves each point by at most the log-SNR gap of one timestep
+    assert gaps.min() > 0.5 * gaps.mean() and gaps.max() < 1.5 * gaps.mean()
+    with pytest.raises(ValueError, match="num_inference_steps"):
+        logsnr_timesteps(s.alphas_cumprod, 0)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"sampler": "ddpm", "threshold": DynamicThreshold()},
+        {"sampler": "dpmpp_2m", "threshold": 0.995},
+        {"sampler": "dpmpp_2m", "eta": 0.5},
+        {"sampler": "heun", "spacing": "karras"},
+    ],
+)
+def test_bad_solver_arguments(kwargs: dict[str, Any]) -> None:
+    s = DDPMScheduler(10)
+    with pytest.raises(ValueError):
+        sample(GaussianDenoiser(s), s, (2, 2), **kwargs)
+
+
+def test_heun_calls_the_model_twice_per_step_but_the_last() -> None:
+    s = DDPMScheduler(100)
+    calls: list[int] = []
+    model = GaussianDenoiser(s)
+
+    def counting(x: Tensor, t: Tensor) -> Tensor:
+        calls.append(int(t[0]))
+        return model(x, t)
+
+    sample(counting, s, (3, 2), steps=5, sampler="heun", generator=torch.Generator())
+    ts = s.timesteps(5).tolist()
+    expected = [t for pair in itertools.pairwise(ts) for t in pair] + [ts[-1]]
+    assert calls == expected
