@@ -455,6 +455,8 @@ def scheduler_to_diffusers_config(
         clip_sample_range=1.0 if clip is None else float(clip),
         prediction_type=scheduler.prediction_type,
         thresholding=False,
+        dynamic_thresholding_ratio=0.995,  # diffusers' defaults; read only when thresholding
+        sample_max_value=1.0,
         timestep_spacing=spacing,
         steps_offset=0,
         rescale_betas_zero_snr=rescale,
