@@ -18,7 +18,7 @@ from torch import Tensor
 from scalemix import DDPMScheduler, DualScaleDenoiser, FlexiUNet, MLPDenoiser
 from scalemix._utils import gather
 from scalemix.debug import check_values
-from scalemix.degradation import ScaleSpaceDegradation
+from scalemix.degradation import BlurDegradation, ScaleSpaceDegradation, ddim_step
 from scalemix.solvers import DynamicThreshold
 
 SMALL = {"embedding_dim": 8, "hidden_dim": 16, "num_blocks": 1}
@@ -113,6 +113,21 @@ def test_scale_space_reverse_step(change: bool) -> None:
 
     x0, x_t = torch.randn(2, 3, r_s, r_s), torch.randn(2, 3, r_t, r_t)
     _assert_one_graph(step, x0, x_t, torch.randn_like(x0))
+
+
+@pytest.mark.parametrize("change", [False, True])
+@pytest.mark.parametrize("eta", [0.0, 1.0])
+def test_ddim_step_of_degradations(change: bool, eta: float) -> None:
+    for degradation in (ScaleSpaceDegradation(8, 2, 20), BlurDegradation(8, 20)):
+        t = degradation.change_steps[0] if degradation.change_steps else 12
+        t, s = (t, t - 3) if change else (t + 3, t + 1)
+        r_t, r_s = degradation.resolution(t), degradation.resolution(s)
+
+        def step(x0: Tensor, x_t: Tensor, noise: Tensor) -> Tensor:
+            return ddim_step(degradation, x0, t, x_t, prev_t=s, eta=eta, noise=noise).prev_sample  # noqa: B023
+
+        x0, x_t = torch.randn(2, 3, r_s, r_s), torch.randn(2, 3, r_t, r_t)
+        _assert_one_graph(step, x0, x_t, torch.randn_like(x0))
 
 
 @pytest.mark.filterwarnings("error:.*lru_cache")  # dynamo tracing through a cache

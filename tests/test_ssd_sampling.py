@@ -309,3 +309,95 @@ def test_sampler_bad_input() -> None:
         scale_space_sample(TinyDenoiser(), deg, 2, steps=3, method="svd")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="steps must be None or an int"):
         scale_space_sample(TinyDenoiser(), deg, 2, steps=0)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_model_output_raises_once_at_the_end(bad: float) -> None:
+    class Broken(nn.Module):
+        """Finite except for one pixel of one item at one timestep."""
+
+        def forward(self, x: Tensor, t: Tensor, out_size: int | None = None) -> Tensor:
+            out = TinyDenoiser()(x, t, out_size)
+            if int(t[0]) < 300:
+                out = out.clone()
+                out[1, 0, 0, 0] = bad
+            return out
+
+    deg = ScaleSpaceDegradation(16, 3)
+    for sampler in ("ancestral", "ddim"):
+        with pytest.raises(FloatingPointError, match=r"\(Broken\).*check_values"):
+            scale_space_sample(
+                Broken(),
+                deg,
+                2,
+                steps=5,
+                sampler=sampler,
+                clip_sample=None,  # type: ignore[arg-type]
+            )
+    # with clipping, an infinite prediction is clamped and the samples stay finite
+    if bad == float("inf"):
+        out = scale_space_sample(Broken(), deg, 2, steps=5)
+        assert bool(torch.isfinite(out).all())
+    else:
+        with pytest.raises(FloatingPointError, match="NaN or infinite"):
+            scale_space_sample(Broken(), deg, 2, steps=5)
+
+
+def test_ddim_sampler_options() -> None:
+    deg = ScaleSpaceDegradation(16, 3)
+    model = TinyDenoiser().double()
+    kw = {"steps": 8, "dtype": F64}
+    a = scale_space_sample(
+        model, deg, 2, sampler="ddim", generator=torch.Generator().manual_seed(3), **kw
+    )  # type: ignore[arg-type]
+    b = scale_space_sample(
+        model, deg, 2, sampler="ddim", generator=torch.Generator().manual_seed(3), **kw
+    )  # type: ignore[arg-type]
+    c = scale_space_sample(
+        model, deg, 2, sampler="ddim", generator=torch.Generator().manual_seed(4), **kw
+    )  # type: ignore[arg-type]
+    assert a.shape == (2, 3, 16, 16) and torch.equal(a, b)
+    assert not torch.equal(a, c)  # eta = 0 still draws the frequencies each change adds
+    one = GaussianDegradation((8, 8))
+    x_t = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(3), dtype=F64)
+    d, e = (
+        scale_space_sample(
+            model, one, 2, sampler="ddim", x_T=x_t, generator=torch.Generator().manual_seed(k), **kw
+        )  # type: ignore[arg-type]
+        for k in (1, 2)
+    )
+    assert torch.equal(d, e)  # one level, eta = 0: a function of x_T only
+    with pytest.raises(ValueError, match="eta only applies to sampler='ddim'"):
+        scale_space_sample(model, deg, 2, eta=0.5, **kw)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="eta must be a float in"):
+        scale_space_sample(model, deg, 2, sampler="ddim", eta=2.0, **kw)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="sampler"):
+        scale_space_sample(model, deg, 2, sampler="dpm", **kw)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="method='lanczos' chooses"):
+        scale_space_sample(model, deg, 2, sampler="ddim", method="lanczos", **kw)  # type: ignore[arg-type]
+
+    class Same(GaussianDegradation):
+        """A subclass with the identity operators: the DDIM step applies."""
+
+    class Shrink(GaussianDegradation):
+        """D_t = 0.999 I, with no spectrum in closed form: no DDIM step."""
+
+        def apply(self, x: Tensor, t: int) -> Tensor:
+            return 0.999 * x
+
+        apply_adjoint = apply
+
+    shape = scale_space_sample(model, Same((8, 8), 50), 1, sampler="ddim", dtype=F64).shape
+    assert shape == (1, 3, 8, 8)
+    shrink = Shrink((8, 8), num_train_timesteps=50)
+
+    class NoSpectrum:
+        num_train_timesteps = 50
+        alphas_cumprod = shrink.alphas_cumprod
+        spatial_shape = shrink.spatial_shape
+        apply = shrink.apply
+        apply_adjoint = shrink.apply_adjoint
+
+    for wrong in (shrink, NoSpectrum()):
+        with pytest.raises(TypeError, match="gram_spectrum"):
+            scale_space_sample(model, wrong, 1, sampler="ddim", dtype=F64)  # type: ignore[arg-type]

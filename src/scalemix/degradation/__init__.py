@@ -5,13 +5,18 @@
 :class:`GaussianDegradation` is DDPM (:math:`D_t = I`) and
 :class:`ScaleSpaceDegradation` downsamples (Mukhopadhyay et al., 2026);
 :class:`BlurDegradation` blurs by heat dissipation (Rissanen et al., 2023).
-:func:`reverse_step` is the exact ancestral step of any of them.
+:func:`reverse_step` is the exact ancestral step of any of them, :func:`ddim_step`
+its DDIM family (deterministic at ``eta = 0``).
 """
 
 from __future__ import annotations
 
 from .blur import BlurDegradation as BlurDegradation
 from .blur import dct_matrix as dct_matrix
+from .ddim import SeparableSpectrum as SeparableSpectrum
+from .ddim import SupportsGramSpectrum as SupportsGramSpectrum
+from .ddim import ddim_step as ddim_step
+from .ddim import gram_spectrum as gram_spectrum
 from .lanczos import lanczos_function as lanczos_function
 from .lanczos import power_iteration as power_iteration
 from .posterior import PosteriorCoefficients as PosteriorCoefficients
@@ -60,18 +65,22 @@ __all__ = [
     "ResolutionScheduleName",
     "ReverseMethod",
     "ScaleSpaceDegradation",
+    "SeparableSpectrum",
     "Spacing",
     "SupportsCovarianceRoot",
+    "SupportsGramSpectrum",
     "TrainableDegradation",
     "apply_range",
     "apply_range_adjoint",
     "change_steps",
     "dct_matrix",
+    "ddim_step",
     "downsample",
     "downsample_adjoint",
     "downsample_matrix",
     "downsample_spectrum",
     "even_timesteps",
+    "gram_spectrum",
     "lanczos_covariance_root",
     "lanczos_function",
     "level_schedule",

@@ -43,6 +43,7 @@ from torch import Tensor
 from ..scheduler import StepOutput
 from ..schedules import BetaScheduleName, make_beta_schedule
 from ._checks import check_state, shared_timestep, timesteps_cpu
+from .ddim import SeparableSpectrum
 from .posterior import ReverseMethod, posterior_coefficients, reverse_step
 from .respacing import respaced_timesteps
 
@@ -254,6 +255,25 @@ class BlurDegradation:
         gain = torch.exp(-2.0 * self.eigenvalues * dtau)
         scale = co.sigma_s * (1.0 - co.rho * co.c**2 * gain).clamp(min=0.0).sqrt()
         return self._spectral(xi, scale[None, None])
+
+    def gram_spectrum(self, t: int, prev_t: int) -> SeparableSpectrum:
+        r"""The spectrum of :math:`M^\top M`, :math:`M = D_{s+1:t}`, for the DDIM step.
+
+        See :func:`~scalemix.degradation.ddim_step`.
+
+        :math:`M^\top M = C^\top \operatorname{diag}(e^{-2\lambda_{kl}(\tau_t - \tau_s)}) C`
+        in the DCT basis: ``basis`` :math:`U = C^\top` and eigenvalues
+        :math:`e^{-2\lambda_{kl}(\tau_t - \tau_s)}`, ``(N, N)``, for any ``s < t``.
+
+        Args:
+            t: timestep in ``[0, T)``.
+            prev_t: ``s`` in ``[-1, t)``.
+        """
+        posterior_coefficients(self, t, prev_t)  # validates the pair
+        t_ = shared_timestep(t, None, self.num_train_timesteps)
+        s = shared_timestep(prev_t, None, self.num_train_timesteps, allow_clean=True)
+        dtau = self._tau_list[t_ + 1] - self._tau_list[s + 1]
+        return SeparableSpectrum(self._dct.T, torch.exp(-2.0 * self.eigenvalues * dtau))
 
     def reverse_step(
         self,

@@ -29,6 +29,7 @@ from .._utils import assume_constant
 from ..scheduler import StepOutput
 from ..schedules import BetaScheduleName, make_beta_schedule
 from ._checks import check_state, shared_timestep, timesteps_cpu
+from .ddim import SeparableSpectrum
 from .posterior import ReverseMethod, posterior_coefficients, reverse_step
 from .pyramid import Pyramid, _make_pyramid
 from .resize import resize, resize_adjoint, resize_spectrum
@@ -329,6 +330,46 @@ class ScaleSpaceDegradation:
         scale = (co.sigma_s * scale).to(device=xi.device, dtype=work)
         z = u.T @ xi.to(work) @ u
         return (u @ (scale * z) @ u.T).to(xi.dtype)
+
+    def gram_spectrum(self, t: int, prev_t: int) -> SeparableSpectrum:
+        r"""The spectrum of :math:`M^\top M`, :math:`M = D_{s+1:t}`, for the DDIM step.
+
+        See :func:`~scalemix.degradation.ddim_step`.
+
+        Same resolution: :math:`M = I` (``basis=None``). One resolution change:
+        :math:`M^\top M = (D^\top D) \otimes (D^\top D)` with the cached
+        :math:`D^\top D = U \operatorname{diag}(\lambda) U^\top`
+        (:func:`~scalemix.degradation.resize_spectrum`), so the basis is :math:`U` and
+        the eigenvalues are :math:`\lambda_i \lambda_j`, ``(r(s), r(s))``.
+
+        Args:
+            t: timestep in ``[0, T)``.
+            prev_t: ``s`` in ``[0, t)``, at most one resolution change below ``t``.
+
+        Raises:
+            ValueError: more than one resolution change between ``s`` and ``t``, or a
+                non-PSD posterior covariance (as in :meth:`covariance_root`).
+        """
+        co = posterior_coefficients(self, t, prev_t)
+        r_t, r_s = self.resolution(t), self.resolution(prev_t)
+        if r_s == r_t:
+            return SeparableSpectrum(None, torch.ones((), dtype=torch.float64))
+        if self.resolutions.index(r_s) != self.resolutions.index(r_t) + 1:
+            raise ValueError(
+                f"the closed form covers one resolution change per step; t={t} "
+                f"(r={r_t}) -> prev_t={prev_t} (r={r_s}) spans more: use "
+                "degradation.timesteps() for respacing"
+            )
+        lam_max = _max_eigenvalue(r_s, r_t)
+        kappa = co.rho * co.c**2
+        if kappa * lam_max**2 >= 1.0:
+            raise ValueError(
+                f"the reverse covariance of t={t} -> prev_t={prev_t} is not PSD: "
+                f"rho c^2 max(lam)^2 = {kappa * lam_max**2:.4f} >= 1"
+            )
+        spec = resize_spectrum(r_s, r_t, dtype=torch.float64)  # cached, a graph constant
+        lam = spec.eigenvalues
+        return SeparableSpectrum(spec.eigenvectors, lam[:, None] * lam[None, :])
 
     def reverse_step(
         self,

@@ -14,12 +14,14 @@ from .loss import sample_training_timesteps as sample_training_timesteps
 from .loss import scale_space_loss as scale_space_loss
 from .loss import scale_space_loss_terms as scale_space_loss_terms
 from .sampler import FinalStep as FinalStep
+from .sampler import ScaleSpaceSamplerName as ScaleSpaceSamplerName
 from .sampler import scale_space_sample as scale_space_sample
 
 __all__ = [
     "FinalStep",
     "ScaleSpaceDenoiser",
     "ScaleSpaceLossTerms",
+    "ScaleSpaceSamplerName",
     "TimestepSampling",
     "sample_training_timesteps",
     "scale_space_loss",

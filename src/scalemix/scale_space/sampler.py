@@ -10,6 +10,11 @@ the last step returns the posterior mean at ``s = -1``, i.e. the (clipped)
 ``final_step="reference"`` it returns the state at the last kept timestep itself, as the
 reference code does. With one pyramid level this is exactly DDPM ancestral sampling
 with an :math:`x_0`-parameterised model (Ho et al., 2020, Algorithm 2).
+
+``sampler="ddim"`` replaces the ancestral step by
+:func:`scalemix.degradation.ddim_step`, the DDIM family of the same posterior
+(deterministic at ``eta = 0`` except for the frequencies a resolution change adds,
+exactly the ancestral step at ``eta = 1``).
 """
 
 from __future__ import annotations
@@ -23,15 +28,18 @@ from torch import Tensor
 
 from .._utils import check_choice, check_finite, check_steps, progress_bar, randn
 from .._validation import check_model_dtype, shared_timesteps
+from ..degradation.ddim import _check_eta, _supports_ddim, ddim_step
 from ..degradation.posterior import ReverseMethod, reverse_step
 from ..degradation.protocol import LinearDegradation
 from ..degradation.respacing import Spacing, respaced_timesteps
 from ..sampling import SamplingState
 from .denoiser import ScaleSpaceDenoiser
 
-__all__ = ["FinalStep", "scale_space_sample"]
+__all__ = ["FinalStep", "ScaleSpaceSamplerName", "scale_space_sample"]
 
 FinalStep = Literal["x0_prediction", "reference"]
+#: the reverse step of :func:`scale_space_sample`
+ScaleSpaceSamplerName = Literal["ancestral", "ddim"]
 
 
 def _model_channels(model: object) -> int | None:
@@ -57,6 +65,8 @@ def scale_space_sample(
     *,
     channels: int | None = None,
     steps: int | None = None,
+    sampler: ScaleSpaceSamplerName = "ancestral",
+    eta: float = 0.0,
     method: ReverseMethod = "exact",
     clip_sample: float | None = 1.0,
     generator: torch.Generator | None = None,
@@ -69,14 +79,19 @@ def scale_space_sample(
     final_step: FinalStep = "x0_prediction",
     spacing: Spacing = "trailing",
 ) -> Tensor:
-    r"""Draw samples by ancestral sampling through the resolution pyramid.
+    r"""Draw samples through the resolution pyramid (ancestral, or the DDIM family).
 
     The timesteps are :func:`~scalemix.degradation.respaced_timesteps` (every
     resolution change kept, so one step crosses at most one change). Step ``i`` calls
     ``model(x_t, t, out_size=r(s))`` with ``t = ts[i]`` and ``s = ts[i + 1]`` (``-1``
-    after the last), then :func:`~scalemix.degradation.reverse_step`. Noise is drawn
-    from ``generator`` in a fixed order: :math:`x_{t_0}` first, then one
-    :math:`\xi` per step except the last.
+    after the last), then :func:`~scalemix.degradation.reverse_step` (``sampler=
+    "ancestral"``) or :func:`~scalemix.degradation.ddim_step` (``sampler="ddim"``).
+    Noise is drawn from ``generator`` in a fixed order: :math:`x_{t_0}` first, then one
+    :math:`\xi` per step except the last (``"ddim"``: per step that needs noise, i.e.
+    every one for ``eta > 0``, and at ``eta = 0`` only those whose operator
+    :math:`D_{s+1:t}` is not the identity: resolution changes, every blur step). So
+    ``sampler="ddim", eta=1.0`` gives the ancestral samples of ``method="exact"``
+    for the same seed, to rounding.
 
     The reference code's conventions are options (see the page "Differences from the
     reference implementation"): ``final_step="reference"``, ``upsample_top_level=True``
@@ -96,7 +111,15 @@ def scale_space_sample(
             or ``"even"`` (the reference's: guided-diffusion's ``space_timesteps``,
             ``round(j (T-1)/(k-1))``, which keeps ``T - 1`` and 0), plus every change
             step either way; see :func:`~scalemix.degradation.respaced_timesteps`.
-        method: covariance root of the reverse step: ``"exact"`` (closed form),
+        sampler: ``"ancestral"`` (the exact posterior, default) or ``"ddim"`` (the
+            DDIM family of :func:`~scalemix.degradation.ddim_step`; needs a degradation
+            with a closed-form ``gram_spectrum``, e.g.
+            :class:`~scalemix.degradation.ScaleSpaceDegradation`,
+            :class:`~scalemix.degradation.BlurDegradation`, or a
+            :class:`~scalemix.degradation.GaussianDegradation`).
+        eta: noise scale of ``sampler="ddim"``, in ``[0, 1]`` (0: deterministic except
+            where a step adds frequencies; 1: ancestral).
+        method: covariance root of the ancestral step: ``"exact"`` (closed form),
             ``"lanczos"`` (generic) or ``"isotropic"`` (shortcut, for comparison).
         clip_sample: clamp :math:`\hat x_0` to ``[-clip_sample, clip_sample]``
             (``None``: no clamp). The paper clamps to ``[-1, 1]``.
@@ -130,11 +153,34 @@ def scale_space_sample(
 
     Raises:
         ValueError: bad sizes, a model output of the wrong shape, non-finite values in
-            ``x_T``, an unknown ``final_step`` or ``spacing``, or
-            ``final_step="reference"`` with a last kept timestep below full resolution.
-        TypeError: ``dtype`` differs from the floating dtype of the model's parameters.
+            ``x_T``, an unknown ``final_step``, ``spacing`` or ``sampler``, ``eta`` outside
+            ``[0, 1]`` or given to ``sampler="ancestral"``, a ``method`` other than
+            ``"exact"`` with ``sampler="ddim"``, or ``final_step="reference"`` with a
+            last kept timestep below full resolution.
+        TypeError: ``dtype`` differs from the floating dtype of the model's parameters,
+            or ``sampler="ddim"`` on a degradation without a closed-form spectrum.
+        FloatingPointError: the samples hold NaN or infinite values (checked once, at
+            the end: the model returned them, or the state overflowed).
     """
     check_choice("final_step", final_step, get_args(FinalStep))
+    check_choice("sampler", sampler, get_args(ScaleSpaceSamplerName))
+    if sampler == "ancestral":
+        if eta != 0.0:
+            raise ValueError("eta only applies to sampler='ddim'; use sampler='ddim' with eta")
+    else:
+        _check_eta(eta)
+        check_choice("method", method, get_args(ReverseMethod))
+        if method != "exact":
+            raise ValueError(
+                f"method={method!r} chooses the ancestral step's covariance root; "
+                "sampler='ddim' has its own closed form (leave method='exact')"
+            )
+        if not _supports_ddim(degradation):
+            raise TypeError(
+                f"sampler='ddim' needs the spectrum of D^T D in closed form (a "
+                f"gram_spectrum method), which {type(degradation).__name__} does not "
+                "provide; use sampler='ancestral' with method='lanczos'"
+            )
     if channels is None:
         inferred = _model_channels(model)
         channels = int(x_T.shape[1]) if x_T is not None and x_T.ndim > 1 else inferred or 3
@@ -183,17 +229,37 @@ def scale_space_sample(
             if callback is not None:
                 callback(SamplingState(i, t, x, pred, x))
             break
-        out = reverse_step(
-            degradation,
-            x0_pred.to(dtype=x.dtype),
-            t,
-            x,
-            prev_t=s,
-            method=method,
-            generator=generator,
-            clip_sample=clip_sample,
-        )
+        if sampler == "ddim":
+            out = ddim_step(
+                degradation,
+                x0_pred.to(dtype=x.dtype),
+                t,
+                x,
+                prev_t=s,
+                eta=eta,
+                generator=generator,
+                clip_sample=clip_sample,
+            )
+        else:
+            out = reverse_step(
+                degradation,
+                x0_pred.to(dtype=x.dtype),
+                t,
+                x,
+                prev_t=s,
+                method=method,
+                generator=generator,
+                clip_sample=clip_sample,
+            )
         if callback is not None:
             callback(SamplingState(i, t, x, out.pred_original_sample, out.prev_sample))
         x = out.prev_sample
-    return x.to(dtype)
+    samples = x.to(dtype)
+    if not bool(torch.isfinite(samples).all()):  # the one host sync of the call
+        raise FloatingPointError(
+            f"scale_space_sample produced NaN or infinite samples: the model "
+            f"({type(model).__name__}) returned non-finite values or the state overflowed "
+            f"in {dtype}; rerun inside scalemix.debug.check_values() to stop at the first "
+            "step whose input is not finite"
+        )
+    return samples
