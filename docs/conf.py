@@ -60,6 +60,7 @@ myst_heading_anchors = 3
 API_MODULES = {
     "scalemix": "Top-level API",
     "scalemix.schedules": "Beta schedules",
+    "scalemix.solvers": "Reverse-step rules (DDIM, Euler, Heun, DPM-Solver++)",
     "scalemix.nn": "Neural-network blocks",
     "scalemix.degradation": "Linear degradations",
     "scalemix.scale_space": "Scale Space Diffusion training and sampling",

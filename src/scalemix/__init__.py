@@ -3,13 +3,15 @@
 The most used names are importable from the top level; everything else lives in the
 subpackages :mod:`scalemix.nn`, :mod:`scalemix.degradation`, :mod:`scalemix.scale_space`,
 :mod:`scalemix.metrics`, :mod:`scalemix.datasets`, :mod:`scalemix.training`,
-:mod:`scalemix.schedules` and :mod:`scalemix.debug`. Importing scalemix has no side effects.
+:mod:`scalemix.schedules`, :mod:`scalemix.solvers` and :mod:`scalemix.debug`. Importing
+scalemix has no side effects.
 """
 
 from __future__ import annotations
 
 from . import debug as debug
 from . import schedules as schedules
+from . import solvers as solvers
 from .degradation import LinearDegradation as LinearDegradation
 from .degradation import ScaleSpaceDegradation as ScaleSpaceDegradation
 from .nn import DualScaleBlock as DualScaleBlock
@@ -20,6 +22,7 @@ from .nn import SinusoidalEmbedding as SinusoidalEmbedding
 from .nn import TimestepGate as TimestepGate
 from .sampling import Denoiser as Denoiser
 from .sampling import SamplerName as SamplerName
+from .sampling import SamplingSpacing as SamplingSpacing
 from .sampling import SamplingState as SamplingState
 from .sampling import sample as sample
 from .scale_space import scale_space_loss as scale_space_loss
@@ -44,6 +47,7 @@ __all__ = [
     "Posterior",
     "PredictionType",
     "SamplerName",
+    "SamplingSpacing",
     "SamplingState",
     "ScaleSpaceDegradation",
     "SinusoidalEmbedding",
@@ -57,4 +61,5 @@ __all__ = [
     "scale_space_loss",
     "scale_space_sample",
     "schedules",
+    "solvers",
 ]

@@ -15,7 +15,12 @@ from .scheduler import DDPMScheduler, StepOutput
 
 __all__ = ["Denoiser", "SamplerName", "SamplingSpacing", "SamplingState", "sample"]
 
+#: The reverse-process update of :func:`sample`: ancestral DDPM, DDIM, Euler and Heun
+#: in the noise level of Karras et al. (2022), or DPM-Solver++ (2M).
 SamplerName = Literal["ddpm", "ddim", "euler", "heun", "dpmpp_2m"]
+#: Timestep placement of :func:`sample`: the three spacings of
+#: :func:`~scalemix.schedules.timestep_schedule`, or ``"logsnr"``
+#: (:func:`~scalemix.solvers.logsnr_timesteps`).
 SamplingSpacing = Literal["trailing", "leading", "linspace", "logsnr"]
 
 

@@ -1,0 +1,174 @@
+"""Few-step sampling of the 2D study models: k-NN KL against the number of network calls.
+
+Trains the study's baseline ``MLPDenoiser`` on moons and dino (T = 1000 linear betas
+1e-4 .. 0.02, otherwise the study's optimiser settings, EMA every step) or loads it from
+``--cache``, then draws ``--samples`` points with each sampler at 5, 10, 20, 50 and 100
+network calls and prints KL(data || samples) in bits (``scalemix.metrics.knn_kl``, k = 5,
+max-norm; the study's definition) beside the 1000-step ancestral sampler as reference:
+
+* ``ddpm``: ancestral, strided (trailing spacing);
+* ``ddim``: DDIM, eta = 0 (trailing);
+* ``dpmpp_2m``: scalemix's DPM-Solver++ (2M), trailing spacing;
+* ``dpmpp_2m logsnr``: the same, timesteps evenly spaced in log-SNR;
+* ``diffusers``: diffusers' ``DPMSolverMultistepScheduler`` (dpmsolver++, order 2) with
+  its default timestep spacing, on the same model, betas and initial noise.
+
+All deterministic samplers start from the same x_T. One torch thread.
+
+    nice -n 15 python benchmarks/bench_few_step_2d.py --plot docs/_static/few_step_kl.png
+
+About 10 minutes on one busy core with the defaults (2,000 training steps, 5,000
+samples); ``--cache DIR`` keeps the trained models for a rerun.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from scalemix import DDPMScheduler, MLPDenoiser, sample
+from scalemix.datasets import make_dataset
+from scalemix.metrics import knn_kl
+from scalemix.training import train
+
+CALLS = (5, 10, 20, 50, 100)
+SAMPLERS = ("ddpm", "ddim", "dpmpp_2m", "dpmpp_2m logsnr", "diffusers")
+
+
+def train_model(
+    dataset: str, data: Tensor, scheduler: DDPMScheduler, steps: int, cache: Path | None
+) -> torch.nn.Module:
+    """The EMA of a baseline MLPDenoiser trained on ``data`` (or loaded from ``cache``)."""
+    path = None if cache is None else cache / f"{dataset}_{steps}.pt"
+    model = MLPDenoiser()
+    if path is not None and path.exists():
+        model.load_state_dict(torch.load(path, weights_only=True))
+        return model.eval()
+    torch.manual_seed(0)
+    result = train(
+        MLPDenoiser(),
+        scheduler,
+        data,
+        steps=steps,
+        ema_every=1,
+        generator=torch.Generator().manual_seed(0),
+    )
+    model.load_state_dict(result.ema.state_dict())
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(model.state_dict(), path)
+    return model.eval()
+
+
+def diffusers_dpmpp(
+    model: Callable[[Tensor, Tensor], Tensor], scheduler: DDPMScheduler, x_T: Tensor, calls: int
+) -> Tensor:
+    """diffusers' DPMSolverMultistepScheduler with its defaults on our betas."""
+    from diffusers import DPMSolverMultistepScheduler
+
+    d = DPMSolverMultistepScheduler(
+        num_train_timesteps=scheduler.num_train_timesteps,
+        trained_betas=scheduler.betas.numpy(),
+        algorithm_type="dpmsolver++",
+        solver_order=2,
+    )
+    d.set_timesteps(calls)
+    x = x_T.clone()
+    with torch.no_grad():
+        for t in d.timesteps:
+            out = model(x, torch.full((x.shape[0],), int(t), dtype=torch.long))
+            x = d.step(out, t, x).prev_sample
+    return x
+
+
+def run_sampler(
+    name: str, model: Any, scheduler: DDPMScheduler, x_T: Tensor, calls: int, seed: int
+) -> Tensor:
+    if name == "diffusers":
+        return diffusers_dpmpp(model, scheduler, x_T, calls)
+    sampler, _, spacing = name.partition(" ")
+    return sample(
+        model,
+        scheduler,
+        tuple(x_T.shape),
+        steps=calls,
+        sampler=sampler,  # type: ignore[arg-type]
+        spacing=(spacing or "trailing"),  # type: ignore[arg-type]
+        x_T=x_T,
+        generator=torch.Generator().manual_seed(seed),
+    )
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--datasets", nargs="+", default=["moons", "dino"])
+    p.add_argument("--train-steps", type=int, default=2_000)
+    p.add_argument("--samples", type=int, default=5_000)
+    p.add_argument("--calls", type=int, nargs="+", default=list(CALLS))
+    p.add_argument("--cache", type=Path, default=None, help="directory for the trained models")
+    p.add_argument("--plot", type=Path, default=None, help="write a KL-vs-calls plot here")
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    scheduler = DDPMScheduler(1000)
+    results: dict[str, dict[str, Any]] = {}
+    start = time.perf_counter()
+    for dataset in args.datasets:
+        data = make_dataset(dataset, 100_000, seed=42)  # type: ignore[arg-type]
+        t0 = time.perf_counter()
+        model = train_model(dataset, data, scheduler, args.train_steps, args.cache)
+        train_s = time.perf_counter() - t0
+        x_T = torch.randn(args.samples, 2, generator=torch.Generator().manual_seed(1))
+        t0 = time.perf_counter()
+        ref = sample(
+            model, scheduler, (args.samples, 2), x_T=x_T, generator=torch.Generator().manual_seed(2)
+        )
+        ref_kl = knn_kl(data, ref, k=5, workers=1)
+        ref_s = time.perf_counter() - t0
+        table: dict[str, list[float]] = {}
+        for name in SAMPLERS:
+            table[name] = [
+                knn_kl(data, run_sampler(name, model, scheduler, x_T, c, 2), k=5, workers=1)
+                for c in args.calls
+            ]
+        results[dataset] = {"ref": ref_kl, "table": table}
+        print(
+            f"\n{dataset}: k-NN KL (bits), {args.samples} samples; train {train_s:.0f} s, ", end=""
+        )
+        print(f"1000-step ancestral {ref_s:.0f} s")
+        print("| sampler | " + " | ".join(f"{c} calls" for c in args.calls) + " |")
+        print("|---|" + "---|" * len(args.calls))
+        for name, row in table.items():
+            print(f"| {name} | " + " | ".join(f"{v:.3f}" for v in row) + " |")
+        print(f"| ddpm, 1000 steps (reference) | {ref_kl:.3f} |" + " |" * (len(args.calls) - 1))
+    print(f"\ntotal {time.perf_counter() - start:.0f} s")
+    if args.plot is not None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 3.6), squeeze=False)
+        for ax, (dataset, res) in zip(axes[0], results.items(), strict=True):
+            for name, row in res["table"].items():
+                ax.plot(args.calls, row, marker="o", label=name)
+            ax.axhline(res["ref"], color="k", ls="--", lw=1, label="ddpm, 1000 steps")
+            ax.set_xscale("log")
+            ax.set_xticks(args.calls, [str(c) for c in args.calls])
+            ax.set_xlabel("network calls")
+            ax.set_ylabel("k-NN KL (bits)")
+            ax.set_title(dataset)
+        axes[0][0].legend(fontsize=8)
+        fig.tight_layout()
+        args.plot.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(args.plot, dpi=120)
+        print(f"wrote {args.plot}")
+
+
+if __name__ == "__main__":
+    main()
