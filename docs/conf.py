@@ -68,6 +68,7 @@ API_MODULES = {
     "scalemix.metrics.fid": "Frechet Inception Distance",
     "scalemix.datasets": "Datasets",
     "scalemix.training": "Training",
+    "scalemix.hub": "Pretrained models: save, load, export",
     "scalemix.testing": "Conformance checks and hypothesis strategies",
     "scalemix.debug": "Value checks for debugging",
     "scalemix.interop": "Interoperability with diffusers",

@@ -27,13 +27,22 @@ equivalent :class:`~scalemix.nn.DualScaleBlock` of two ``MLPDenoiser``.
 from __future__ import annotations
 
 import copy
-from typing import Any, Literal, cast, get_args
+from collections.abc import Mapping
+from typing import Any, ClassVar, Literal, cast, get_args
 
 import torch
 from torch import Tensor, nn
 
 from .._utils import check_choice
 from .._validation import check_input_dtype, model_timesteps, timestep_batch
+from ._pretrained import (
+    Decoder,
+    PretrainedMixin,
+    as_float,
+    as_int,
+    build_module,
+    module_config,
+)
 from .batched import StackedLinear
 from .dual_scale import DualScaleBlock
 from .embedding import SinusoidalEmbedding
@@ -85,8 +94,15 @@ def _spread(values: Tensor, inverse: Tensor | None, batch: int) -> Tensor:
     return values.expand(batch, -1)
 
 
-class DualScaleDenoiser(nn.Module):
+class DualScaleDenoiser(PretrainedMixin, nn.Module):
     r"""Global + local MLP noise predictors mixed by a timestep gate (module docstring).
+
+    ``save_pretrained(folder)`` / ``DualScaleDenoiser.from_pretrained(folder_or_repo_id)``
+    store it as ``config.json`` (the six sizes and scales, the gate and the upscale as
+    nested objects, so a model built by :meth:`from_preset` comes back with its gate)
+    and ``model.safetensors`` (:mod:`scalemix.hub`; extra ``scalemix[hub]``). The
+    upscale must then be a :class:`LearnedAffineUpscale` or a
+    :class:`~scalemix.nn.ScaleUpscale`.
 
     Args:
         embedding_dim: size ``E`` of every sinusoidal embedding (128).
@@ -108,6 +124,17 @@ class DualScaleDenoiser(nn.Module):
         ValueError: invalid sizes, a gate with ``!= 2`` branches or another embedding
             size, an unknown preset, inputs of the wrong shape.
     """
+
+    _config_fields: ClassVar[Mapping[str, Decoder]] = {
+        "embedding_dim": as_int,
+        "hidden_dim": as_int,
+        "num_blocks": as_int,
+        "input_dim": as_int,
+        "time_scale": as_float,
+        "coord_scale": as_float,
+        "gate": build_module,
+        "upscale": build_module,
+    }
 
     def __init__(
         self,
@@ -150,6 +177,18 @@ class DualScaleDenoiser(nn.Module):
             StackedLinear(2, hidden_dim, hidden_dim) for _ in range(num_blocks)
         )
         self.output_layer = StackedLinear(2, hidden_dim, input_dim, layout="out_in")
+
+    def _constructor_config(self) -> dict[str, Any]:
+        return {
+            "embedding_dim": self.embedding_dim,
+            "hidden_dim": self.hidden_dim,
+            "num_blocks": len(self.blocks),
+            "input_dim": self.input_dim,
+            "time_scale": self.time_embedding.scale,
+            "coord_scale": self.coord_embedding.scale,
+            "gate": module_config(self.gate, "gate"),
+            "upscale": module_config(self.upscale, "upscale"),
+        }
 
     # ------------------------------------------------------------------ builders
     @classmethod

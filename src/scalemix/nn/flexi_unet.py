@@ -15,7 +15,7 @@ level (resolution-preserving step) or at the level of the next pyramid size
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import cast
+from typing import Any, ClassVar, cast
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +24,16 @@ from torch import Tensor, nn
 from scalemix._validation import check_input_dtype, model_timesteps
 from scalemix.degradation.pyramid import unet_level
 from scalemix.nn._flexi_checks import _validate_config, _validate_entry_levels
+from scalemix.nn._pretrained import (
+    Decoder,
+    PretrainedMixin,
+    as_bool,
+    as_float,
+    as_int,
+    as_int_map,
+    as_int_tuple,
+    optional,
+)
 from scalemix.nn.unet_blocks import (
     AttentionBlock,
     Downsample,
@@ -45,7 +55,7 @@ def _adapter(in_channels: int, out_channels: int) -> nn.Module:
     return nn.Conv2d(in_channels, out_channels, 1)
 
 
-class FlexiUNet(nn.Module):
+class FlexiUNet(PretrainedMixin, nn.Module):
     r"""UNet whose levels match a resolution pyramid; runs only the levels a call needs.
 
     Level ``i`` (``0 <= i < L``, ``L = len(channel_mult)``) has native resolution
@@ -83,6 +93,10 @@ class FlexiUNet(nn.Module):
     parameter names a given call leaves without gradient. (In a single process
     nothing is needed: those parameters keep ``grad=None`` and optimisers skip them.)
 
+    **Saving.** ``save_pretrained(folder)`` / ``FlexiUNet.from_pretrained(folder_or_repo_id)``
+    store the constructor arguments in ``config.json`` and the weights in
+    ``model.safetensors`` (:mod:`scalemix.hub`; extra ``scalemix[hub]``).
+
     Args:
         in_channels: channels ``c`` of the input image.
         base_channels: width of the input convolution and of the head.
@@ -107,6 +121,21 @@ class FlexiUNet(nn.Module):
             or a ``base_channels`` that is odd or below 4 (the width of the
             sinusoidal timestep features).
     """
+
+    _config_fields: ClassVar[Mapping[str, Decoder]] = {
+        "in_channels": as_int,
+        "base_channels": as_int,
+        "channel_mult": as_int_tuple,
+        "num_res_blocks": as_int,
+        "attention_resolutions": as_int_tuple,
+        "image_size": as_int,
+        "dropout": as_float,
+        "num_heads": as_int,
+        "num_head_channels": optional(as_int),
+        "out_channels": optional(as_int),
+        "scale_shift": as_bool,
+        "entry_levels": optional(as_int_map),
+    }
 
     def __init__(
         self,
@@ -135,7 +164,8 @@ class FlexiUNet(nn.Module):
         self.resolutions: tuple[int, ...] = tuple(image_size >> i for i in range(levels))
         self.widths: tuple[int, ...] = tuple(base_channels * m for m in mults)
         self.entry_levels: dict[int, int] = _validate_entry_levels(entry_levels, levels, image_size)
-        attn = set(attention_resolutions)
+        attention = [int(r) for r in attention_resolutions]
+        attn = set(attention)
         if not attn <= set(self.resolutions):
             raise ValueError(
                 f"attention_resolutions {sorted(attn)} must be native resolutions of the "
@@ -158,6 +188,21 @@ class FlexiUNet(nn.Module):
                 layers.append(AttentionBlock(width, heads(width)))
             return TimestepEmbedSequential(*layers)
 
+        # the constructor arguments, for save_pretrained (JSON values)
+        self._arguments: dict[str, Any] = {
+            "in_channels": in_channels,
+            "base_channels": base_channels,
+            "channel_mult": list(mults),
+            "num_res_blocks": num_res_blocks,
+            "attention_resolutions": attention,
+            "image_size": image_size,
+            "dropout": float(dropout),
+            "num_heads": num_heads,
+            "num_head_channels": num_head_channels,
+            "out_channels": self.out_channels,
+            "scale_shift": scale_shift,
+            "entry_levels": {str(size): lvl for size, lvl in sorted(self.entry_levels.items())},
+        }
         emb_dim = 4 * base_channels
         w, res = self.widths, self.resolutions
         self.time_embed = TimeEmbedding(base_channels, emb_dim)
@@ -185,6 +230,9 @@ class FlexiUNet(nn.Module):
             nn.SiLU(),
             zero_module(nn.Conv2d(base_channels, self.out_channels, 3, padding=1)),
         )
+
+    def _constructor_config(self) -> dict[str, Any]:
+        return dict(self._arguments)
 
     @property
     def num_levels(self) -> int:

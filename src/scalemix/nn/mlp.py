@@ -13,10 +13,14 @@ concatenated, and passed through
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
 import torch
 from torch import Tensor, nn
 
 from .._validation import check_input_dtype, model_timesteps
+from ._pretrained import Decoder, PretrainedMixin, as_float, as_int
 from .embedding import SinusoidalEmbedding
 
 __all__ = ["MLPDenoiser", "MLPResidualBlock"]
@@ -71,8 +75,12 @@ class MLPResidualBlock(nn.Module):
         return out
 
 
-class MLPDenoiser(nn.Module):
+class MLPDenoiser(PretrainedMixin, nn.Module):
     r"""The 2D study's baseline noise predictor (see the module docstring).
+
+    ``save_pretrained(folder)`` / ``MLPDenoiser.from_pretrained(folder_or_repo_id)``
+    store it as ``config.json`` (the six arguments) and ``model.safetensors``
+    (:mod:`scalemix.hub`; extra ``scalemix[hub]``).
 
     Args:
         embedding_dim: size ``E`` of each sinusoidal embedding (128 as published).
@@ -89,6 +97,15 @@ class MLPDenoiser(nn.Module):
     Raises:
         ValueError: non-positive sizes, odd ``embedding_dim``, or inputs of the wrong shape.
     """
+
+    _config_fields: ClassVar[Mapping[str, Decoder]] = {
+        "embedding_dim": as_int,
+        "hidden_dim": as_int,
+        "num_blocks": as_int,
+        "input_dim": as_int,
+        "time_scale": as_float,
+        "coord_scale": as_float,
+    }
 
     def __init__(
         self,
@@ -109,6 +126,16 @@ class MLPDenoiser(nn.Module):
         self.input_layer = nn.Linear((input_dim + 1) * embedding_dim, hidden_dim)
         self.blocks = nn.ModuleList(MLPResidualBlock(hidden_dim) for _ in range(num_blocks))
         self.output_layer = nn.Linear(hidden_dim, input_dim)
+
+    def _constructor_config(self) -> dict[str, Any]:
+        return {
+            "embedding_dim": self.embedding_dim,
+            "hidden_dim": self.hidden_dim,
+            "num_blocks": len(self.blocks),
+            "input_dim": self.input_dim,
+            "time_scale": self.time_embedding.scale,
+            "coord_scale": self.coord_embedding.scale,
+        }
 
     def embed(self, x: Tensor, t: Tensor | int) -> Tensor:
         """The network input ``[e(x_1), ..., e(x_d), e(t)]``, shape ``(b, (d + 1) E)``."""

@@ -31,12 +31,13 @@ above; skipping to the middle of an epoch loads the skipped batches once.
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 import torch.distributed as dist
@@ -51,6 +52,10 @@ from .checkpoint import find_latest_checkpoint, load_checkpoint, save_checkpoint
 from .ema import make_ema
 from .image_config import ImageTrainConfig, lr_factor
 from .precision import autocast_context
+
+if TYPE_CHECKING:
+    from ..degradation import ScaleSpaceDegradation
+    from ..scheduler import DDPMScheduler
 
 __all__ = [
     "ImageLoss",
@@ -124,6 +129,26 @@ class ImageTrainResult:
     def ema(self) -> nn.Module:
         """The averaged network."""
         return self.ema_model.module
+
+    def export_pretrained(
+        self,
+        save_directory: str | os.PathLike[str],
+        *,
+        scheduler: DDPMScheduler | None = None,
+        degradation: ScaleSpaceDegradation | None = None,
+    ) -> Path:
+        """Write the final EMA model as a pretrained folder (``config.json`` + weights).
+
+        :func:`scalemix.hub.export_pretrained` of this result: ``save_pretrained`` of
+        :attr:`ema`, with the ``scheduler`` and ``degradation`` configs if given. Needs
+        the extra ``scalemix[hub]``.
+
+        Returns:
+            ``save_directory`` as a :class:`~pathlib.Path`.
+        """
+        from ..hub import export_pretrained
+
+        return export_pretrained(self, save_directory, scheduler=scheduler, degradation=degradation)
 
 
 def _to(batch: Any, device: torch.device) -> Any:

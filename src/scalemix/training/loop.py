@@ -31,12 +31,13 @@ disk unless a ``checkpoint_dir`` is given.
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Literal, get_args
+from typing import TYPE_CHECKING, Literal, get_args
 
 import torch
 from torch import Tensor, nn
@@ -49,6 +50,9 @@ from ._loop_resume import LoopCheckpoints
 from .ema import make_ema
 from .losses import LossFn, eps_mse_loss, hybrid_loss
 from .precision import Precision, autocast_context, compile_model, grad_scaler
+
+if TYPE_CHECKING:
+    from ..degradation import ScaleSpaceDegradation
 
 __all__ = ["Batching", "LossName", "TrainResult", "TrainState", "train"]
 
@@ -95,6 +99,26 @@ class TrainResult:
     def ema(self) -> nn.Module:
         """The averaged network, ready to sample with."""
         return self.ema_model.module
+
+    def export_pretrained(
+        self,
+        save_directory: str | os.PathLike[str],
+        *,
+        scheduler: DDPMScheduler | None = None,
+        degradation: ScaleSpaceDegradation | None = None,
+    ) -> Path:
+        """Write the final EMA model as a pretrained folder (``config.json`` + weights).
+
+        :func:`scalemix.hub.export_pretrained` of this result: ``save_pretrained`` of
+        :attr:`ema`, with the ``scheduler`` and ``degradation`` configs if given. Needs
+        the extra ``scalemix[hub]``.
+
+        Returns:
+            ``save_directory`` as a :class:`~pathlib.Path`.
+        """
+        from ..hub import export_pretrained
+
+        return export_pretrained(self, save_directory, scheduler=scheduler, degradation=degradation)
 
 
 def _batches(
