@@ -153,14 +153,14 @@ def scale_space_sample(
 
     Raises:
         ValueError: bad sizes, a model output of the wrong shape, non-finite values in
-            ``x_T``, an unknown ``final_step``, ``spacing`` or ``sampler``, ``eta`` outside
+            ``x_T`` or in the samples (checked once, at the end: the model returned
+            them or the state overflowed), an unknown ``final_step``, ``spacing`` or
+            ``sampler``, ``eta`` outside
             ``[0, 1]`` or given to ``sampler="ancestral"``, a ``method`` other than
             ``"exact"`` with ``sampler="ddim"``, or ``final_step="reference"`` with a
             last kept timestep below full resolution.
         TypeError: ``dtype`` differs from the floating dtype of the model's parameters,
             or ``sampler="ddim"`` on a degradation without a closed-form spectrum.
-        FloatingPointError: the samples hold NaN or infinite values (checked once, at
-            the end: the model returned them, or the state overflowed).
     """
     check_choice("final_step", final_step, get_args(FinalStep))
     check_choice("sampler", sampler, get_args(ScaleSpaceSamplerName))
@@ -255,11 +255,11 @@ def scale_space_sample(
             callback(SamplingState(i, t, x, out.pred_original_sample, out.prev_sample))
         x = out.prev_sample
     samples = x.to(dtype)
-    if not bool(torch.isfinite(samples).all()):  # the one host sync of the call
-        raise FloatingPointError(
-            f"scale_space_sample produced NaN or infinite samples: the model "
-            f"({type(model).__name__}) returned non-finite values or the state overflowed "
-            f"in {dtype}; rerun inside scalemix.debug.check_values() to stop at the first "
-            "step whose input is not finite"
+    if not bool(torch.isfinite(samples).all()):  # one host synchronisation per call
+        raise ValueError(
+            f"scale_space_sample() produced NaN or infinite values with the model "
+            f"{type(model).__name__} (sampler={sampler!r}, dtype={dtype}); rerun the call "
+            "inside `with scalemix.debug.check_values():` to raise at the first step whose "
+            "model output or sample is not finite"
         )
     return samples
