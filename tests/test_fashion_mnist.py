@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import gzip
 import struct
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -11,31 +11,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import idx_bytes
 from scalemix.datasets import FASHION_MNIST_ROOT, FashionMNIST, read_idx
 
-
-def _idx_bytes(array: np.ndarray, code: int) -> bytes:
-    header = struct.pack(">BBBB", 0, 0, code, array.ndim)
-    header += struct.pack(f">{array.ndim}i", *array.shape)
-    big = array.astype(array.dtype.newbyteorder(">"))
-    return header + big.tobytes()
-
-
-def _write(folder: Path, split: str, n: int, *, gz: bool, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
-    labels = rng.integers(0, 10, size=n, dtype=np.uint8)
-    prefix = "train" if split == "train" else "t10k"
-    for name, array in (
-        (f"{prefix}-images-idx3-ubyte", images),
-        (f"{prefix}-labels-idx1-ubyte", labels),
-    ):
-        data = _idx_bytes(array, 0x08)
-        if gz:
-            (folder / f"{name}.gz").write_bytes(gzip.compress(data))
-        else:
-            (folder / name).write_bytes(data)
-    return images
+Writer = Callable[..., np.ndarray]
 
 
 @pytest.mark.parametrize(
@@ -48,7 +27,7 @@ def test_read_idx_round_trip(tmp_path: Path, dtype: type, code: int) -> None:
         else np.arange(24, dtype=np.uint8).reshape(2, 3, 4)
     )
     path = tmp_path / "a.idx"
-    path.write_bytes(_idx_bytes(array, code))
+    path.write_bytes(idx_bytes(array, code))
     out = read_idx(path)
     assert out.dtype == np.dtype(dtype) and out.shape == array.shape
     np.testing.assert_array_equal(out, array)
@@ -62,14 +41,16 @@ def test_read_idx_rejects_bad_files(tmp_path: Path) -> None:
     bad.write_bytes(b"\x00\x00\x07\x01" + struct.pack(">i", 3) + b"abc")
     with pytest.raises(ValueError, match="unknown IDX element type 0x07"):
         read_idx(bad)
-    bad.write_bytes(_idx_bytes(np.zeros((3, 2), np.uint8), 0x08)[:-1])
+    bad.write_bytes(idx_bytes(np.zeros((3, 2), np.uint8), 0x08)[:-1])
     with pytest.raises(ValueError, match=r"shape \(3, 2\)"):
         read_idx(bad)
 
 
 @pytest.mark.parametrize("gz", [True, False])
-def test_pad_to_32_maps_pixels_exactly(tmp_path: Path, gz: bool) -> None:
-    images = _write(tmp_path, "test", 5, gz=gz)
+def test_pad_to_32_maps_pixels_exactly(
+    tmp_path: Path, gz: bool, write_fashion_mnist: Writer
+) -> None:
+    images = write_fashion_mnist(tmp_path, "test", 5, gz=gz)
     data = FashionMNIST(tmp_path, split="test")
     assert len(data) == 5 and data.labels.dtype == torch.int64
     x = data[3]
@@ -82,8 +63,8 @@ def test_pad_to_32_maps_pixels_exactly(tmp_path: Path, gz: bool) -> None:
     torch.testing.assert_close(data[-1], data.tensors()[4])
 
 
-def test_bilinear_resize_channels_and_indices(tmp_path: Path) -> None:
-    images = _write(tmp_path, "train", 6, gz=True)
+def test_bilinear_resize_channels_and_indices(tmp_path: Path, write_fashion_mnist: Writer) -> None:
+    images = write_fashion_mnist(tmp_path, "train", 6)
     data = FashionMNIST(tmp_path, image_size=16, resize="bilinear", channels=3, indices=[4, 1])
     assert len(data) == 2 and data[0].shape == (3, 16, 16)
     ref = F.interpolate(
@@ -104,8 +85,8 @@ def test_missing_files_name_the_package(tmp_path: Path) -> None:
     assert FASHION_MNIST_ROOT == "/usr/share/datasets/fashion-mnist"
 
 
-def test_bad_options(tmp_path: Path) -> None:
-    _write(tmp_path, "train", 3, gz=False)
+def test_bad_options(tmp_path: Path, write_fashion_mnist: Writer) -> None:
+    write_fashion_mnist(tmp_path, "train", 3, gz=False)
     with pytest.raises(ValueError, match="split"):
         FashionMNIST(tmp_path, split="valid")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="resize='pad' needs image_size >= 28"):
