@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import Tensor
 
 import scalemix
@@ -112,6 +114,30 @@ def test_zero_terminal_snr_round_trip(kwargs: dict[str, Any]) -> None:
     assert config["rescale_betas_zero_snr"] is True
     assert config["trained_betas"] is None
     _same_process(DDPMScheduler.from_diffusers(config), s)
+
+
+@settings(max_examples=10)  # each rescaled example searches beta_end
+@given(
+    n=st.integers(2, 300),
+    name=st.sampled_from(["linear", "quadratic", "sigmoid", "cosine"]),
+    start=st.floats(1e-5, 0.01),
+    width=st.floats(0.0, 0.3),
+    rescale=st.booleans(),
+)
+def test_any_schedule_round_trips(
+    n: int, name: str, start: float, width: float, rescale: bool
+) -> None:
+    """Whatever the schedule, the written config rebuilds the same betas (by name when
+    one reproduces them, else as trained_betas)."""
+    s = DDPMScheduler(
+        n,
+        beta_schedule=name,  # type: ignore[arg-type]
+        beta_start=start,
+        beta_end=start + width,
+        prediction_type="v_prediction",
+        rescale_betas_zero_snr=rescale,
+    )
+    _same_process(DDPMScheduler.from_diffusers(s.to_diffusers_config()), s, rtol=1e-8)
 
 
 def test_explicit_betas_round_trip_as_trained_betas() -> None:
@@ -380,7 +406,8 @@ def test_ddim_sampling_equals_diffusers(diffusers: ModuleType, clip_sample: bool
     x_T = torch.randn(shape, generator=torch.Generator().manual_seed(4))
     x = x_T
     for t in d.timesteps:
-        x = d.step(model(x, t.expand(shape[0])), t, x, eta=0.0).prev_sample
+        out = model(x, t.expand(shape[0]))
+        x = d.step(out, t, x, eta=0.0, use_clipped_model_output=True).prev_sample
     ours = scalemix.sample(
         model,
         s,
@@ -391,6 +418,23 @@ def test_ddim_sampling_equals_diffusers(diffusers: ModuleType, clip_sample: bool
         x_T=x_T,
     )
     torch.testing.assert_close(ours, x, rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "sample", "v_prediction"])
+def test_clipped_ddim_step_rederives_eps(diffusers: ModuleType, prediction_type: str) -> None:
+    """scalemix's DDIM step with clipping is diffusers' with use_clipped_model_output=True
+    (eps re-derived from the clipped x0); diffusers' default keeps the raw eps."""
+    d = diffusers.DDIMScheduler(100, clip_sample=True, prediction_type=prediction_type)
+    d.set_timesteps(5)  # leading: 80, 60, 40, 20, 0
+    s = DDPMScheduler.from_diffusers(d)
+    g = torch.Generator().manual_seed(7)
+    x, out = torch.randn(16, 4, generator=g), 3 * torch.randn(16, 4, generator=g)
+    ours = s.ddim_step(out, 60, x, prev_t=40).prev_sample
+    clipped = d.step(out, 60, x, use_clipped_model_output=True).prev_sample
+    torch.testing.assert_close(ours, clipped, rtol=0, atol=1e-5)
+    if prediction_type == "epsilon":  # the other two re-derive eps in diffusers anyway
+        raw = d.step(out, 60, x).prev_sample
+        assert float((ours - raw).abs().max()) > 0.1
 
 
 # --------------------------------------------------------------- UNet2DModel adapter
@@ -421,6 +465,21 @@ def test_unet_in_sample_equals_diffusers_loop(diffusers: ModuleType) -> None:
     g = torch.Generator().manual_seed(5)
     ours = scalemix.sample(model, s, (2, 1, 8, 8), spacing="leading", generator=g)
     torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-4)
+
+
+def test_ddpm_pipeline_equals_sample(diffusers: ModuleType) -> None:
+    unet = _tiny_unet(diffusers).eval()
+    d = diffusers.DDPMScheduler(num_train_timesteps=30)  # diffusers' defaults: clip, leading
+    pipeline = diffusers.DDPMPipeline(unet=unet, scheduler=d)
+    pipeline.set_progress_bar_config(disable=True)
+    g = torch.Generator().manual_seed(8)
+    theirs = pipeline(batch_size=2, generator=g, num_inference_steps=10, output_type="pt").images
+    s = DDPMScheduler.from_diffusers(d)
+    g = torch.Generator().manual_seed(8)
+    x = scalemix.sample(
+        DiffusersUNet(unet), s, (2, 1, 8, 8), steps=10, spacing="leading", generator=g
+    )
+    torch.testing.assert_close((x / 2 + 0.5).clamp(0, 1), theirs, rtol=0, atol=1e-4)
 
 
 def test_unet_in_scale_space_loss_and_sampler(diffusers: ModuleType) -> None:

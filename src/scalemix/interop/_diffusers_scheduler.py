@@ -30,24 +30,15 @@ through its ``config`` mapping.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, get_args
 
 import torch
 from torch import Tensor
 
 from ..scheduler import DDPMScheduler
-from ..schedules import (
-    TimestepSpacing,
-    alphas_cumprod_from_betas,
-    check_betas,
-    cosine_beta_schedule,
-    linear_beta_schedule,
-    quadratic_beta_schedule,
-    rescale_zero_terminal_snr,
-    sigmoid_beta_schedule,
-)
+from ..schedules import TimestepSpacing, alphas_cumprod_from_betas, check_betas
+from ._schedule_match import match_schedule
 
 __all__ = [
     "scheduler_from_diffusers",
@@ -87,7 +78,11 @@ _DEFAULTS: dict[str, Any] = {
 # Options that must keep the value given here: anything else changes the computation in
 # a way scalemix's DDPMScheduler and samplers have no counterpart for.
 _NEUTRAL: dict[str, tuple[Any, str]] = {
-    "thresholding": (False, "scalemix clips x0 to a fixed range only (clip_sample)"),
+    "thresholding": (
+        False,
+        "scalemix's scheduler clips x0 to a fixed range only; sample(sampler='dpmpp_2m', "
+        "threshold=scalemix.solvers.DynamicThreshold(ratio, max_value)) thresholds",
+    ),
     "steps_offset": (0, "scalemix's timestep spacings have no offset"),
     "set_alpha_to_one": (True, "scalemix's last step always goes to clean data"),
     "timestep_type": ("discrete", "scalemix models take integer timesteps"),
@@ -124,8 +119,7 @@ _SOLVER_ONLY = frozenset(
         "timestep_scaling",
     }
 )
-_MATCH_RTOL = 1e-10
-_MAX_END = 0.999  # largest beta_end searched for a rescaled schedule
+_NAMES_BACK = {ours: theirs for theirs, ours in BETA_SCHEDULE_NAMES.items()}
 
 
 def _config_of(scheduler_or_config: object) -> Mapping[str, Any]:
@@ -303,106 +297,6 @@ def scheduler_from_diffusers(
 
 
 # ------------------------------------------------------------ scalemix -> diffusers
-def _tidy(x: float) -> list[float]:
-    """``x`` rounded to 6, 8, 10 and 12 significant digits, then as computed: the
-    shortest that reproduces the schedule is written."""
-    return [*(float(f"{x:.{d}g}") for d in (6, 8, 10, 12)), x]
-
-
-def _matches(a: Tensor, b: Tensor) -> bool:
-    return bool(torch.allclose(a, b, rtol=_MATCH_RTOL, atol=0.0))
-
-
-def _valid_range(start: float, end: float) -> bool:
-    """Whether ``0 < start <= end < 1``, the range scalemix's schedules accept."""
-    return 0.0 < start <= end < 1.0 and not (math.isnan(start) or math.isnan(end))
-
-
-def _identify_plain(betas: Tensor) -> tuple[str, float, float] | None:
-    """The diffusers schedule ``(beta_schedule, beta_start, beta_end)`` of ``betas``."""
-    n = int(betas.numel())
-    if _matches(cosine_beta_schedule(n), betas):
-        return "squaredcos_cap_v2", 1e-4, 0.02  # diffusers ignores the range here
-    first, last = float(betas[0]), float(betas[-1])
-    candidates: list[tuple[str, Callable[[int, float, float], Tensor], float, float]] = [
-        ("linear", linear_beta_schedule, first, last),
-        ("scaled_linear", quadratic_beta_schedule, first, last),
-    ]
-    if n > 1:  # beta_0 = s + sigmoid(-6)(e - s), beta_{T-1} = s + sigmoid(6)(e - s)
-        lo, hi = torch.sigmoid(torch.tensor([-6.0, 6.0], dtype=torch.float64)).tolist()
-        span = (last - first) / (hi - lo)
-        candidates.append(
-            ("sigmoid", sigmoid_beta_schedule, first - lo * span, first - lo * span + span)
-        )
-    for name, fn, start, end in candidates:
-        for s in _tidy(start):
-            for e in _tidy(end):
-                if _valid_range(s, e) and _matches(fn(n, s, e), betas):
-                    return name, s, e
-    return None
-
-
-def _roots_on_grid(fn: Callable[[float], float], lo: float, hi: float) -> list[float]:
-    """Every root of ``fn`` that a log-spaced grid of 96 points on ``(lo, hi]`` brackets,
-    each refined by Brent's method; ``fn`` may return NaN where it is undefined."""
-    from scipy.optimize import brentq
-
-    grid = [lo * (hi / lo) ** (k / 95) for k in range(1, 96)]
-    values = [fn(x) for x in grid]
-    roots = [x for x, v in zip(grid, values, strict=True) if v == 0.0]
-    for a, b, fa, fb in zip(grid, grid[1:], values, values[1:], strict=False):
-        if fa * fb < 0:  # False where either is NaN (outside the valid range)
-            roots.append(float(brentq(fn, a, b, xtol=1e-16, rtol=1e-15, maxiter=200)))
-    return roots
-
-
-def _identify_rescaled(betas: Tensor) -> tuple[str, float, float] | None:
-    r"""As :func:`_identify_plain` for a schedule rescaled to zero terminal SNR.
-
-    Rescaling keeps :math:`\beta_0`, so ``beta_start = betas[0]``; ``beta_end`` is a
-    root of :math:`e \mapsto \bar\alpha'_{T/2}(e) - \bar\alpha_{T/2}` (not monotone
-    in :math:`e`, so every root on a grid is tried), checked against the whole schedule.
-    """
-    n = int(betas.numel())
-    if n < 2:
-        return None
-    if _matches(rescale_zero_terminal_snr(cosine_beta_schedule(n)), betas):
-        return "squaredcos_cap_v2", 1e-4, 0.02
-    first = float(betas[0])
-    mid = n // 2
-    target = float(alphas_cumprod_from_betas(betas)[mid - 1])
-    low = float(torch.sigmoid(torch.tensor(-6.0, dtype=torch.float64)))
-    # (name, schedule, beta_start as a function of beta_end given beta_0 = first)
-    families: list[tuple[str, Callable[[int, float, float], Tensor], Callable[[float], float]]] = [
-        ("linear", linear_beta_schedule, lambda end: first),
-        ("scaled_linear", quadratic_beta_schedule, lambda end: first),
-        ("sigmoid", sigmoid_beta_schedule, lambda end: (first - low * end) / (1.0 - low)),
-    ]
-    for name, fn, start_of in families:
-
-        def gap(
-            end: float,
-            fn: Callable[[int, float, float], Tensor] = fn,
-            start_of: Callable[[float], float] = start_of,
-        ) -> float:
-            start = start_of(end)
-            if not _valid_range(start, end):
-                return math.nan
-            rescaled = rescale_zero_terminal_snr(fn(n, start, end))
-            return float(alphas_cumprod_from_betas(rescaled)[mid - 1]) - target
-
-        if not 0.0 < first < _MAX_END:
-            continue
-        for end in _roots_on_grid(gap, first, _MAX_END):
-            for s in _tidy(start_of(end)):
-                for e in _tidy(end):
-                    if _valid_range(s, e) and _matches(
-                        rescale_zero_terminal_snr(fn(n, s, e)), betas
-                    ):
-                        return name, s, e
-    return None
-
-
 def scheduler_to_diffusers_config(
     scheduler: DDPMScheduler, *, spacing: TimestepSpacing = "trailing"
 ) -> dict[str, Any]:
@@ -412,7 +306,8 @@ def scheduler_to_diffusers_config(
     schedule is recognised from the betas: linear, quadratic (diffusers'
     ``"scaled_linear"``), cosine (``"squaredcos_cap_v2"``) and sigmoid schedules,
     rescaled to zero terminal SNR or not, are written by name with their
-    ``beta_start``/``beta_end`` (matched to a relative :math:`10^{-10}`); any other
+    ``beta_start``/``beta_end`` (matched to a relative :math:`10^{-10}`, the range
+    rounded to the fewest significant digits that still match); any other
     schedule is written as ``trained_betas``. Build the diffusers scheduler with
     ``diffusers.DDPMScheduler.from_config(config)`` (or ``DDIMScheduler``, ...).
 
@@ -433,8 +328,7 @@ def scheduler_to_diffusers_config(
             f"got {spacing!r}"
         )
     betas = scheduler.betas
-    zero_snr = float(betas[-1]) == 1.0
-    found = _identify_rescaled(betas) if zero_snr else _identify_plain(betas)
+    found = match_schedule(betas)
     config: dict[str, Any] = {"num_train_timesteps": scheduler.num_train_timesteps}
     if found is None:
         config.update(
@@ -445,9 +339,10 @@ def scheduler_to_diffusers_config(
         )
         rescale = False  # the betas are written as they are, terminal 1 included
     else:
-        name, start, end = found
-        config.update(beta_start=start, beta_end=end, beta_schedule=name, trained_betas=None)
-        rescale = zero_snr
+        name, start, end, rescale = found
+        config.update(
+            beta_start=start, beta_end=end, beta_schedule=_NAMES_BACK[name], trained_betas=None
+        )
     clip = scheduler.clip_sample
     config.update(
         variance_type=scheduler.variance_type,
