@@ -473,15 +473,19 @@ def results_table(results: dict[str, Any]) -> str:
     models, floor = results["models"], results["floor"]
     ddpm = models["ddpm"]
     lines = [
-        "| model | levels | FID | KID x 1e3 (+- se) | train GFLOPs / it | vs DDPM | "
-        "sample GFLOPs / image | vs DDPM | sample s / image | vs DDPM |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| model | levels | FID | KID x 1e3 (+- se) | KID - DDPM's (in se) | "
+        "train GFLOPs / it | vs DDPM | sample GFLOPs / image | vs DDPM | sample s / image | "
+        "vs DDPM |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    base = ddpm["curve"][-1]
     for name, row in models.items():
         last = row["curve"][-1]
+        z = (last["kid"] - base["kid"]) / math.hypot(last["kid_se"], base["kid_se"])
         lines.append(
             f"| {name} | {row['levels']} | {last['fid']:.2f} | "
             f"{1e3 * last['kid']:.2f} +- {1e3 * last['kid_se']:.2f} | "
+            f"{'' if name == 'ddpm' else f'{z:+.2f}'} | "
             f"{row['train_flops_per_iteration'] / 1e9:.1f} | "
             f"{ddpm['train_flops_per_iteration'] / row['train_flops_per_iteration']:.2f}x | "
             f"{row['sample_flops_per_image'] / 1e9:.2f} | "
@@ -491,7 +495,7 @@ def results_table(results: dict[str, Any]) -> str:
         )
     lines.append(
         f"| real vs real | | {floor['fid']:.2f} | {1e3 * floor['kid']:.2f} +- "
-        f"{1e3 * floor['kid_se']:.2f} | | | | | | |"
+        f"{1e3 * floor['kid_se']:.2f} | | | | | | | |"
     )
     lines += [
         "",
@@ -625,6 +629,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
     args.out.mkdir(parents=True, exist_ok=True)
     config = study_config(args, preset)
     config_path = args.out / "study.json"
+    config = json.loads(json.dumps(config))  # tuples as JSON lists, as read back
     if config_path.is_file() and json.loads(config_path.read_text()) != config:
         raise SystemExit(f"{config_path} was written with other options; use another --out")
     config_path.write_text(json.dumps(config, indent=2) + "\n")
