@@ -47,7 +47,13 @@ from .batched import StackedLinear
 from .dual_scale import DualScaleBlock
 from .embedding import SinusoidalEmbedding
 from .gate import TimestepGate
-from .mlp import MLPDenoiser, MLPResidualBlock, check_vector_inputs, check_widths
+from .mlp import (
+    MLPDenoiser,
+    MLPResidualBlock,
+    check_vector_inputs,
+    check_widths,
+    no_grad_block_rows,
+)
 from .rescale import LearnedAffineUpscale
 
 __all__ = ["DualScaleDenoiser", "DualScalePreset"]
@@ -100,8 +106,8 @@ class DualScaleDenoiser(PretrainedMixin, nn.Module):
     ``save_pretrained(folder)`` / ``DualScaleDenoiser.from_pretrained(folder_or_repo_id)``
     store it as ``config.json`` (the six sizes and scales, the gate and the upscale as
     nested objects, so a model built by :meth:`from_preset` comes back with its gate)
-    and ``model.safetensors`` (:mod:`scalemix.hub`; extra ``scalemix[hub]``). The
-    upscale must then be a :class:`LearnedAffineUpscale` or a
+    and ``model.safetensors`` (:class:`~scalemix.hub.PretrainedMixin`; extra
+    ``scalemix[hub]``). The upscale must then be a :class:`LearnedAffineUpscale` or a
     :class:`~scalemix.nn.ScaleUpscale`.
 
     Args:
@@ -296,7 +302,11 @@ class DualScaleDenoiser(PretrainedMixin, nn.Module):
         rows, inverse = _distinct_timesteps(t)
         t_emb = self.time_embedding(rows)  # (u, E)
         weights = _spread(self.gate(rows, t_emb), inverse, x.shape[0])  # (b, 2)
-        h_time = _spread(self.time_layer(t_emb), inverse, x.shape[0])  # (b, 2H): [g | l]
+        h_time = self.time_layer(t_emb)  # (u, 2H): [g | l]
+        block_rows = no_grad_block_rows(x)
+        if block_rows is not None:
+            return self._forward_blocks(x, up, h_time, inverse, block_rows), weights
+        h_time = _spread(h_time, inverse, x.shape[0])  # (b, 2H): [g | l]
         # unbind (not slicing) so that the backward pass stacks the two gradients
         # instead of scattering each into a zero-filled buffer
         t_global, t_local = h_time.view(-1, 2, self.hidden_dim).unbind(1)
@@ -316,23 +326,63 @@ class DualScaleDenoiser(PretrainedMixin, nn.Module):
                 h = block(torch.relu(h)).add_(h)
             features = torch.relu(h)
         else:
-            features = self._trunk_no_grad(t_global, t_local, coords_global, coords_local)
+            h = coords_global.new_empty((2, x.shape[0], self.hidden_dim))
+            features = self._trunk_no_grad(t_global, t_local, coords_global, coords_local, h)
         out: Tensor = self.output_layer(features)
         return out, weights
 
+    def _forward_blocks(
+        self, x: Tensor, up: Tensor, h_time: Tensor, inverse: Tensor | None, rows: int
+    ) -> Tensor:
+        """The no-grad outputs ``(2, b, d)``, computed in blocks of ``rows`` rows.
+
+        ``h_time`` holds the ``(u, 2H)`` time part of the first layer of the ``u``
+        distinct timesteps, spread to each block's rows. Every row sees the operations
+        of the unblocked path in the same order, so the result equals it; two
+        ``(2, rows, H)`` buffers serve every block and stay in the cache.
+        """
+        n_rows = h_time.shape[0]
+        batch, block = x.shape[0], min(rows, x.shape[0])
+        h_buffer = x.new_empty((2, block, self.hidden_dim))
+        feature_buffer = torch.empty_like(h_buffer)
+        outputs = []
+        for start in range(0, batch, block):
+            stop = min(start + block, batch)
+            if inverse is not None:
+                rows_time = h_time.index_select(0, inverse[start:stop])
+            else:
+                rows_time = h_time.expand(stop - start, -1) if n_rows == 1 else h_time[start:stop]
+            t_global, t_local = rows_time.view(-1, 2, self.hidden_dim).unbind(1)
+            features = self._trunk_no_grad(
+                t_global,
+                t_local,
+                self.coord_embedding(x[start:stop]).flatten(1),
+                self.coord_embedding(up[start:stop]).flatten(1),
+                h_buffer[:, : stop - start],
+                feature_buffer[:, : stop - start],
+            )
+            outputs.append(self.output_layer(features))
+        return outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=1)
+
     def _trunk_no_grad(
-        self, t_global: Tensor, t_local: Tensor, coords_global: Tensor, coords_local: Tensor
+        self,
+        t_global: Tensor,
+        t_local: Tensor,
+        coords_global: Tensor,
+        coords_local: Tensor,
+        h: Tensor,
+        features: Tensor | None = None,
     ) -> Tensor:
         """The hidden layers without autograd, updating two ``(2, b, H)`` buffers in place.
 
-        Sampling runs large batches; reusing buffers avoids allocating (and faulting in)
-        fresh multi-megabyte tensors for every layer.
+        ``h`` (and ``features``, default a new one) are the ``(2, b, H)`` buffers; reusing
+        them avoids allocating (and faulting in) fresh tensors for every layer.
         """
         w_global, w_local = self.coord_layer.matrices().unbind(0)
-        h = coords_global.new_empty((2, coords_global.shape[0], self.hidden_dim))
         torch.addmm(t_global, coords_global, w_global, out=h[0])
         torch.addmm(t_local, coords_local, w_local, out=h[1])
-        features = torch.empty_like(h)
+        if features is None:
+            features = torch.empty_like(h)
         for module in self.blocks:
             block = cast(StackedLinear, module)
             torch.clamp_min(h, 0.0, out=features)
