@@ -6,10 +6,14 @@ without it; the conversions themselves never import diffusers.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import io
 import math
+import re
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -508,3 +512,18 @@ def test_unet_adapter_errors(diffusers: ModuleType) -> None:
         model(x, t, out_size=16)
     with pytest.raises(ValueError, match="out_channels"):
         DiffusersUNet(_tiny_unet(diffusers, out_channels=2))(x, t)  # learned variance
+
+
+def test_docs_page_blocks_run(diffusers: ModuleType) -> None:
+    """The code of docs/coming_from_diffusers.md runs, and its loops agree as it says."""
+    page = Path(__file__).resolve().parents[1] / "docs" / "coming_from_diffusers.md"
+    blocks = re.findall(r"```python\n(.*?)```", page.read_text(), flags=re.DOTALL)
+    assert len(blocks) == 3
+    namespace: dict[str, Any] = {"__name__": "coming_from_diffusers"}
+    with contextlib.redirect_stdout(io.StringIO()):
+        for code in blocks:  # the blocks build on each other, as a reader runs them
+            exec(compile(code, str(page), "exec"), namespace)
+    x, y, z = namespace["x"], namespace["y"], namespace["z"]
+    torch.testing.assert_close(y, x, rtol=0, atol=1e-4)
+    torch.testing.assert_close(z, x, rtol=0, atol=1e-4)
+    assert namespace["samples"].shape == namespace["ddpm_samples"].shape == (2, 1, 8, 8)

@@ -4,20 +4,15 @@ A diffusers scheduler is a diffusion process (its betas, what the model predicts
 the settings of one solver. The conversion maps the process and the ancestral-step
 options name for name:
 
-======================================  ==========================================
-diffusers                               scalemix
-======================================  ==========================================
-``beta_schedule="linear"``              ``beta_schedule="linear"``
-``beta_schedule="scaled_linear"``       ``beta_schedule="quadratic"``
-``beta_schedule="squaredcos_cap_v2"``   ``beta_schedule="cosine"``
-``beta_schedule="sigmoid"``             ``beta_schedule="sigmoid"``
-``trained_betas``                       ``betas``
-``prediction_type``                     ``prediction_type`` (same three names)
-``variance_type``                       ``variance_type`` (``fixed_small``, ``fixed_large``)
-``clip_sample=True, clip_sample_range`` ``clip_sample=clip_sample_range``
-``rescale_betas_zero_snr``              ``rescale_betas_zero_snr``
-``timestep_spacing``                    ``spacing=`` of ``timesteps()`` / ``sample()``
-======================================  ==========================================
+* ``beta_schedule``: ``"linear"``, ``"scaled_linear"``, ``"squaredcos_cap_v2"`` and
+  ``"sigmoid"`` are scalemix's ``"linear"``, ``"quadratic"``, ``"cosine"`` and
+  ``"sigmoid"``; ``trained_betas`` is ``betas``;
+* ``num_train_timesteps``, ``beta_start``, ``beta_end``, ``prediction_type`` (the same
+  three names) and ``rescale_betas_zero_snr`` keep their names;
+* ``variance_type``: ``"fixed_small"`` (and ``"fixed_small_log"``, the same step) and
+  ``"fixed_large"``;
+* ``clip_sample=True`` with ``clip_sample_range=r`` is ``clip_sample=r``;
+* ``timestep_spacing`` is the ``spacing=`` of ``timesteps()`` and ``sample()``.
 
 Options that change the computation and have no scalemix counterpart (``thresholding``,
 ``steps_offset``, ``set_alpha_to_one=False``, Karras or flow sigmas, learned variances,
@@ -217,9 +212,10 @@ def scheduler_from_diffusers(
     Accepts any diffusers noise scheduler built on betas (``DDPMScheduler``,
     ``DDIMScheduler``, ``DPMSolverMultistepScheduler``, ``EulerDiscreteScheduler``, ...)
     or its config dict (e.g. a loaded ``scheduler_config.json``). The betas, and so
-    :math:`\bar\alpha_t = \prod_{s \le t}(1-\beta_s)`, the posterior variances and every
-    step, are the same up to diffusers' float32 tables (scalemix computes in float64).
-    The mapping of the option names is in the module docstring. A key missing from a
+    :math:`\bar\alpha_t = \prod_{s \le t}(1-\beta_s)` and the posterior variances, are
+    the same up to diffusers' float32 tables (scalemix computes in float64); where the
+    DDPM and DDIM steps of the two libraries differ is listed on the page "Coming from
+    diffusers". The mapping of the option names is in the module docstring. A key missing from a
     config dict takes diffusers' ``DDPMScheduler`` default, except ``clip_sample``:
     a config without it does not clip. ``timestep_spacing`` is not part of a
     scalemix scheduler; read it with :func:`timestep_spacing_from_diffusers`.
