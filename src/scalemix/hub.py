@@ -4,8 +4,8 @@ r"""Pretrained models as folders: the model, and what it takes to sample from it
 :class:`~scalemix.nn.FlexiUNet` have ``save_pretrained(folder)`` and
 ``from_pretrained(folder_or_repo_id)`` in the format of huggingface_hub's
 ``PyTorchModelHubMixin`` (``config.json`` with the constructor arguments,
-``model.safetensors`` with the weights; see :mod:`scalemix.nn._pretrained`). This module
-adds the files and helpers around them:
+``model.safetensors`` with the weights), from :class:`PretrainedMixin`. This module adds
+the files and helpers around them:
 
 * :func:`export_pretrained` writes the final EMA model of :func:`scalemix.training.train`
   or :func:`scalemix.training.train_images` (or any of the three models, unwrapping an
@@ -56,6 +56,7 @@ __all__ = [
     "DEGRADATION_CONFIG_NAME",
     "SCHEDULER_CONFIG_NAME",
     "WEIGHTS_NAME",
+    "PretrainedMixin",
     "degradation_config",
     "degradation_from_config",
     "export_pretrained",

@@ -367,10 +367,12 @@ def _hub_io() -> type[Any]:
 
 # ------------------------------------------------------------------ the mixin
 class PretrainedMixin:
-    """``save_pretrained`` / ``from_pretrained`` for a scalemix ``nn.Module`` (module docstring).
+    """``save_pretrained`` / ``from_pretrained`` of the scalemix models, in the mixin's format.
 
+    A base of :class:`~scalemix.nn.MLPDenoiser`, :class:`~scalemix.nn.DualScaleDenoiser`
+    and :class:`~scalemix.nn.FlexiUNet`; the files are those of the module docstring.
     A subclass lists its constructor arguments in ``_config_fields`` (name -> JSON
-    decoder) and returns their values in :meth:`_constructor_config`.
+    decoder) and returns their values in ``_constructor_config()``.
     """
 
     _config_fields: ClassVar[Mapping[str, Decoder]]
