@@ -19,8 +19,11 @@ samplers pass), once per distinct timestep for CPU tensors in eager mode, and pe
 item otherwise (a data-dependent :func:`torch.unique` would synchronise a GPU and
 break a compiled graph). The
 coordinate part of the first layer is split per branch so that no gradient is
-computed for the global branch's (constant) input features. The result equals the
-unbatched model to float rounding: :meth:`DualScaleDenoiser.to_block` returns the
+computed for the global branch's (constant) input features. Without autograd, eager
+CPU batches of more than ``scalemix.nn.mlp.NO_GRAD_BLOCK`` (256) rows (sampling, the
+evaluation loss) run in blocks of that many rows through two reused buffers that stay
+in the cache; each row sees the same operations, so the output is the same. The result
+equals the unbatched model to float rounding: :meth:`DualScaleDenoiser.to_block` returns the
 equivalent :class:`~scalemix.nn.DualScaleBlock` of two ``MLPDenoiser``.
 """
 
