@@ -576,8 +576,18 @@ def tile(images: np.ndarray, pad: int = 1) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------- driver
-def run_workers(args: argparse.Namespace, workers: list[str], argv: Sequence[str]) -> None:
-    """Run ``workers`` as subprocesses, ``--jobs`` at a time, one torch thread each."""
+def run_workers(
+    args: argparse.Namespace,
+    workers: list[str],
+    argv: Sequence[str],
+    then: dict[str, str] | None = None,
+) -> None:
+    """Run ``workers`` as subprocesses, ``--jobs`` at a time, one torch thread each.
+
+    ``then[name]`` is queued as soon as worker ``name`` has finished (a model's
+    evaluation starts when its training ends, not when the slowest one does).
+    """
+    then = dict(then or {})
     jobs = args.jobs or len(workers)
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
     (args.out / "logs").mkdir(parents=True, exist_ok=True)
@@ -605,6 +615,8 @@ def run_workers(args: argparse.Namespace, workers: list[str], argv: Sequence[str
                 tail = (args.out / "logs" / f"{name.replace(':', '_')}.log").read_text()[-3000:]
                 raise SystemExit(f"{name} failed (exit {proc.returncode}):\n{tail}")
             print(f"  {name} done after {time.perf_counter() - start:.0f} s", flush=True)
+            if name in then:
+                pending.append(then.pop(name))
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
@@ -639,12 +651,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
         flush=True,
     )
     start = time.perf_counter()
+    evals = {f"train:{n}": f"eval:{n}" for n in names} if "eval" in stages else {}
     if "train" in stages:
-        print("training (side by side) and features of the real images", flush=True)
-        run_workers(args, [f"train:{n}" for n in names] + ["real"], argv)
-    if "eval" in stages:
+        print("training (side by side), features of the real images, evaluations", flush=True)
+        run_workers(args, [f"train:{n}" for n in names] + ["real"], argv, then=evals)
+    elif "eval" in stages:
         print("sampling every checkpoint and computing features", flush=True)
-        run_workers(args, [f"eval:{n}" for n in names] + ["real"], argv)
+        run_workers(args, [*evals.values(), "real"], argv)
     if "time" in stages:
         print("sampling time, side by side in one process", flush=True)
         stage_time(args, preset)
