@@ -56,5 +56,9 @@ def test_inception_features_shape_and_self_fid() -> None:
     feats = inception_features(images, model, batch_size=3)
     assert feats.shape == (6, 2048) and np.isfinite(feats).all()
     assert fid_from_features(feats, feats) == pytest.approx(0.0, abs=1e-3)
+    gray = images[:2, :1]
+    np.testing.assert_allclose(
+        inception_features(gray, model), inception_features(gray.repeat(1, 3, 1, 1), model)
+    )
     with pytest.raises(ValueError, match="shape"):
-        inception_features(images[:, :1], model)
+        inception_features(images[:, :2], model)
