@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -222,19 +223,26 @@ def to_uint8(images: Tensor) -> np.ndarray:
     return ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
 
 
+@functools.cache
+def inception(device: torch.device) -> Any:
+    """The Inception network of ``scalemix[fid]``, loaded once per process."""
+    from scalemix.metrics.fid import load_inception
+
+    try:
+        return load_inception(device)
+    except ModuleNotFoundError as err:
+        raise SystemExit(str(err)) from err
+
+
 def features_of(images: Tensor, kind: str, device: torch.device) -> np.ndarray:
     """Inception pool features (``scalemix.metrics.fid``) or, for tests, pooled pixels."""
     if kind == "pixels":
         pooled = torch.nn.functional.adaptive_avg_pool2d(images.float(), 8)
         return pooled.flatten(1).double().numpy()
-    from scalemix.metrics.fid import inception_features, load_inception
+    from scalemix.metrics.fid import inception_features
 
-    try:
-        net = load_inception(device)
-    except ModuleNotFoundError as err:
-        raise SystemExit(str(err)) from err
-    # Quantise as a saved PNG would be, then compute in batches of 100.
-    return inception_features(images, net, batch_size=100)
+    # Quantised as a saved PNG would be, computed in batches of 100.
+    return inception_features(images, inception(device), batch_size=100)
 
 
 # ---------------------------------------------------------------------------- workers

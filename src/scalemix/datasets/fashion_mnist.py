@@ -234,7 +234,7 @@ class FashionMNIST(Dataset[Tensor]):
         """
         if not -len(self) <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} images")
-        return self._prepare(self.images[index : index + 1 if index != -1 else None])[0]
+        return self._prepare(self.images[index][None])[0]
 
     def tensors(self, start: int = 0, stop: int | None = None) -> Tensor:
         """Images ``start:stop`` at once, ``(n, channels, s, s)`` (faster than indexing)."""

@@ -90,27 +90,40 @@ def _as_features(name: str, features: ArrayLike) -> NDArray[np.float64]:
     return array
 
 
-def _row_sums(a: NDArray[np.float64], b: NDArray[np.float64], same: bool) -> NDArray[np.float64]:
-    """Row sums of ``polynomial_kernel(a, b)`` (without the diagonal when ``same``), blockwise."""
+def _self_sums(a: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Row sums of ``polynomial_kernel(a, a)`` without the diagonal, blockwise."""
     sums = np.empty(a.shape[0])
     for start in range(0, a.shape[0], _BLOCK):
-        block = polynomial_kernel(a[start : start + _BLOCK], b)
-        if same:
-            rows = np.arange(block.shape[0])
-            block[rows, rows + start] = 0.0
+        block = polynomial_kernel(a[start : start + _BLOCK], a)
+        rows = np.arange(block.shape[0])
+        block[rows, rows + start] = 0.0
         sums[start : start + _BLOCK] = block.sum(axis=1)
     return sums
 
 
+def _cross_sums(
+    a: NDArray[np.float64], b: NDArray[np.float64]
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Row and column sums of ``polynomial_kernel(a, b)``, each block computed once."""
+    rows, cols = np.empty(a.shape[0]), np.zeros(b.shape[0])
+    for start in range(0, a.shape[0], _BLOCK):
+        block = polynomial_kernel(a[start : start + _BLOCK], b)
+        rows[start : start + _BLOCK] = block.sum(axis=1)
+        cols += block.sum(axis=0)
+    return rows, cols
+
+
+def _mmd2(x: NDArray[np.float64], y: NDArray[np.float64]) -> float:
+    m, n = len(x), len(y)
+    kxx = _self_sums(x).sum() / (m * (m - 1))
+    kyy = _self_sums(y).sum() / (n * (n - 1))
+    kxy = _cross_sums(x, y)[0].sum() / (m * n)
+    return float(kxx + kyy - 2.0 * kxy)
+
+
 def mmd2_unbiased(features1: ArrayLike, features2: ArrayLike) -> float:
     """The unbiased MMD^2 (module docstring) between ``(m, d)`` and ``(n, d)`` feature sets."""
-    x = _as_features("features1", features1)
-    y = _as_features("features2", features2)
-    m, n = len(x), len(y)
-    kxx = _row_sums(x, x, True).sum() / (m * (m - 1))
-    kyy = _row_sums(y, y, True).sum() / (n * (n - 1))
-    kxy = _row_sums(x, y, False).sum() / (m * n)
-    return float(kxx + kyy - 2.0 * kxy)
+    return _mmd2(_as_features("features1", features1), _as_features("features2", features2))
 
 
 def kid_from_features(
@@ -149,10 +162,8 @@ def kid_from_features(
     if isinstance(subset_size, bool) or not isinstance(subset_size, int) or subset_size < 3:
         raise ValueError(f"subset_size must be an int >= 3, got {subset_size!r}")
     m, n = len(x), len(y)
-    rx = _row_sums(x, x, True)  # sum_{j != i} k(x_i, x_j)
-    ry = _row_sums(y, y, True)
-    cx = _row_sums(x, y, False)  # sum_j k(x_i, y_j)
-    cy = _row_sums(y, x, False)
+    rx, ry = _self_sums(x), _self_sums(y)  # sum_{j != i} k(x_i, x_j)
+    cx, cy = _cross_sums(x, y)  # sum_j k(x_i, y_j) and sum_i k(x_i, y_j)
     sxx, syy, sxy = rx.sum(), ry.sum(), cx.sum()
     a, b, c = sxx / (m * (m - 1)), syy / (n * (n - 1)), sxy / (m * n)
     value = a + b - 2.0 * c
@@ -166,9 +177,7 @@ def kid_from_features(
     if num_subsets:
         rng = np.random.default_rng(0) if generator is None else generator
         values = [
-            mmd2_unbiased(
-                x[rng.choice(m, size, replace=False)], y[rng.choice(n, size, replace=False)]
-            )
+            _mmd2(x[rng.choice(m, size, replace=False)], y[rng.choice(n, size, replace=False)])
             for _ in range(num_subsets)
         ]
         mean, std = float(np.mean(values)), float(np.std(values))
