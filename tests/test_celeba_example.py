@@ -74,6 +74,20 @@ def test_smoke_run_writes_checkpoint_grid_and_log(run: Path) -> None:
         assert grid.size == (4 * 34 + 2, 4 * 34 + 2)
 
 
+def test_smoke_run_writes_the_final_ema_model_as_pretrained(run: Path) -> None:
+    pytest.importorskip("huggingface_hub")
+    from scalemix import FlexiUNet
+    from scalemix.hub import load_degradation
+    from scalemix.training.checkpoint import load_checkpoint
+
+    loaded = FlexiUNet.from_pretrained(run / "pretrained")
+    ema = load_checkpoint(run / "checkpoints" / "step_00000003").weights["ema"]
+    assert loaded.state_dict().keys() == ema.keys()
+    for key, value in loaded.state_dict().items():
+        assert torch.equal(value, ema[key]), key
+    assert len(load_degradation(run / "pretrained").resolutions) == 3
+
+
 def test_checkpoint_weights_load_into_the_preset_model(run: Path) -> None:
     from safetensors.torch import load_file
     from ssd_presets import PRESETS, build_model

@@ -16,9 +16,15 @@ from types import ModuleType
 
 import numpy as np
 import pytest
+import torch
 
 pytest.importorskip("safetensors")
 pytest.importorskip("matplotlib")
+pytest.importorskip("huggingface_hub")
+
+from scalemix import FlexiUNet
+from scalemix.hub import load_degradation
+from scalemix.training.checkpoint import load_checkpoint
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "scale_space_study"
 
@@ -68,12 +74,20 @@ def test_quick_study_runs_resumes_and_reports(tmp_path: Path, fashion: Path) -> 
     models = results["models"]
     assert list(models) == ["ssd3", "ssd2", "ddpm"]
     assert [m["levels"] for m in models.values()] == [3, 2, 1]
+    m_levels = {name: m["levels"] for name, m in models.items()}
     for name, row in models.items():
         assert [p["step"] for p in row["curve"]] == [2, 4, 6]
         assert [p["n"] for p in row["curve"]] == [6, 6, 12]
         assert all(np.isfinite(p["kid"]) and p["kid_se"] > 0 for p in row["curve"])
         assert (out / name / "checkpoints" / "step_00000006" / "ema.safetensors").is_file()
         assert json.loads((out / name / "train.json").read_text())["step"] == 6
+        # The final EMA model and its degradation, in save_pretrained's format.
+        folder = out / name / "pretrained"
+        loaded = FlexiUNet.from_pretrained(folder)
+        assert len(load_degradation(folder).resolutions) == m_levels[name]
+        ema = load_checkpoint(out / name / "checkpoints" / "step_00000006").weights["ema"]
+        for key, value in loaded.state_dict().items():
+            assert torch.equal(value, ema[key]), key
     # Coarser pyramids cost fewer training FLOPs than full resolution, in this order.
     flops = [m["train_flops_per_iteration"] for m in models.values()]
     assert flops[0] < flops[1] < flops[2]

@@ -29,6 +29,7 @@ from scalemix.training import Precision, list_checkpoints
 CONFIG_FILE = "config.json"
 LOG_FILE = "log.jsonl"
 CHECKPOINT_DIR = "checkpoints"
+PRETRAINED_DIR = "pretrained"  # the final EMA model, FlexiUNet.from_pretrained's format
 MODEL_FILE = "model.safetensors"
 EMA_FILE = "ema.safetensors"
 FinalStep = Literal["x0_prediction", "reference"]

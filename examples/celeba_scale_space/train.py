@@ -20,10 +20,11 @@ chooses the model, the data and the loss, and writes the run directory: ``config
 ``log.jsonl`` (one JSON object per log step), ``samples/step_*.png`` (EMA samples) and
 ``checkpoints/step_*/`` (``model.safetensors``, ``ema.safetensors``,
 ``training_state.pt``, ``manifest.json``; written atomically, the newest
-``keep_checkpoints`` kept). ``--resume`` continues from the newest valid checkpoint
-(skipping damaged ones with a warning): weights, EMA, optimiser, learning-rate schedule,
-data position and random streams, so on a CPU a killed and resumed run ends with the
-weights of an uninterrupted one.
+``keep_checkpoints`` kept) and, at the end, ``pretrained/`` (the final EMA model with its
+degradation config, for ``scalemix.FlexiUNet.from_pretrained``). ``--resume`` continues
+from the newest valid checkpoint (skipping damaged ones with a warning): weights, EMA,
+optimiser, learning-rate schedule, data position and random streams, so on a CPU a
+killed and resumed run ends with the weights of an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from ssd_common import (
     CHECKPOINT_DIR,
     CONFIG_FILE,
     LOG_FILE,
+    PRETRAINED_DIR,
     RunConfig,
     ScaleSpaceOptions,
     checkpoints,
@@ -305,11 +307,16 @@ def train(args: argparse.Namespace, rank: int, world: int, device: torch.device)
     summary: dict[str, Any] = {
         "step": result.step,
         "checkpoint": str(result.checkpoint) if result.checkpoint else None,
+        "pretrained": None,
         "grid": str(logger.last_grid) if logger.last_grid else None,
         "log": str(out / LOG_FILE),
         "wall_time": round(result.seconds, 3),
         "fid": None,
     }
+    if main_process:
+        # The final EMA model with its degradation: FlexiUNet.from_pretrained(out / "pretrained").
+        folder = result.export_pretrained(out / PRETRAINED_DIR, degradation=degradation)
+        summary["pretrained"] = str(folder)
     if main_process and args.fid:
         summary["fid"] = final_fid(
             args.fid, result.ema, degradation, dataset, config, device, precision

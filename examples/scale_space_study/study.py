@@ -18,7 +18,8 @@ writes a table, a figure of quality against training compute and the sample grid
 Every stage resumes: trainings continue from their newest checkpoint
 (``scalemix.training.train_images``), evaluated checkpoints are not evaluated again. The
 run directory holds ``study.json``, ``<model>/checkpoints/step_*/``, ``<model>/log.jsonl``,
-``<model>/eval/step_*.npz`` (samples and features), ``real/features.npz``,
+``<model>/eval/step_*.npz`` (samples and features), ``<model>/pretrained/`` (the final
+EMA model and its degradation, for ``FlexiUNet.from_pretrained``), ``real/features.npz``,
 ``results.json``, ``results.md``, ``quality_vs_compute.png`` and ``samples.png``.
 """
 
@@ -301,7 +302,14 @@ def work_train(args: argparse.Namespace, preset: StudyPreset, name: str) -> None
         callback=log,
         progress=True,
     )
-    summary = {"step": result.step, "train_seconds": result.seconds, "levels": levels}
+    # The final EMA model with its degradation: scalemix.FlexiUNet.from_pretrained(folder).
+    pretrained = result.export_pretrained(args.out / name / "pretrained", degradation=degradation)
+    summary = {
+        "step": result.step,
+        "train_seconds": result.seconds,
+        "levels": levels,
+        "pretrained": str(pretrained),
+    }
     (args.out / name / "train.json").write_text(json.dumps(summary, indent=2) + "\n")
 
 
