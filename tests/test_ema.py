@@ -16,6 +16,7 @@ from scalemix.training import (
     train,
     warmup_ema_multi_avg_fn,
 )
+from scalemix.training.ema import ema_updater
 
 
 def reference_decay(k: int, beta: float = 0.995, warmup: int = 100) -> float:
@@ -103,3 +104,41 @@ def test_train_uses_the_warm_up_by_default() -> None:
     constant = train(Affine(), scheduler, data, steps=65, batch_size=32, ema_warmup=None,
                      generator=torch.Generator().manual_seed(0))  # fmt: skip
     assert not torch.equal(next(constant.ema.parameters()), snapshots[60][0])
+
+
+@pytest.mark.parametrize("warmup", [100, None])
+def test_ema_updater_equals_update_parameters(warmup: int | None) -> None:
+    """The list-based update gives bitwise the weights and count of update_parameters."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 8), nn.BatchNorm1d(8), nn.Linear(8, 2))
+    reference = make_ema(net, decay=0.9, every=1, warmup=warmup)
+    fast = make_ema(net, decay=0.9, every=1, warmup=warmup)
+    update = ema_updater(fast, net)
+    for _ in range(6):
+        with torch.no_grad():
+            for p in net.parameters():
+                p.add_(torch.randn_like(p))
+            net[1].running_mean.add_(1.0)
+            net[1].num_batches_tracked.add_(3)
+        reference.update_parameters(net)
+        update()
+    assert int(fast.n_averaged) == int(reference.n_averaged) == 6
+    for (name, a), b in zip(
+        reference.state_dict().items(), fast.state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b), name
+
+
+def test_ema_updater_falls_back_without_multi_avg_fn() -> None:
+    """An AveragedModel with an avg_fn is updated by its own update_parameters."""
+    from torch.optim.swa_utils import AveragedModel, get_ema_avg_fn
+
+    net = nn.Linear(2, 2)
+    ema = AveragedModel(net, avg_fn=get_ema_avg_fn(0.5))
+    update = ema_updater(ema, net)
+    update()
+    with torch.no_grad():
+        net.weight.add_(2.0)
+    update()
+    assert int(ema.n_averaged) == 2
+    assert torch.allclose(ema.module.weight, net.weight - 1.0)

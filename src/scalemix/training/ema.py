@@ -23,11 +23,14 @@ the warm-up forgets them.
 :func:`ema_warmup_decay` is the schedule as a pure function;
 :func:`warmup_ema_multi_avg_fn` turns it into the ``multi_avg_fn`` of
 :class:`torch.optim.swa_utils.AveragedModel` (which counts its updates in
-``n_averaged``); :func:`make_ema` builds that ``AveragedModel``.
+``n_averaged``); :func:`make_ema` builds that ``AveragedModel``; :func:`ema_updater`
+performs its ``update_parameters(model)`` over lists of tensors gathered once (what a
+training loop calls every step).
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Sequence
 
@@ -35,7 +38,7 @@ import torch
 from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-__all__ = ["MultiAvgFn", "ema_warmup_decay", "make_ema", "warmup_ema_multi_avg_fn"]
+__all__ = ["MultiAvgFn", "ema_updater", "ema_warmup_decay", "make_ema", "warmup_ema_multi_avg_fn"]
 
 #: The signature of ``AveragedModel``'s ``multi_avg_fn``:
 #: ``(averaged_params, current_params, num_averaged) -> None``, updating in place.
@@ -132,11 +135,16 @@ def warmup_ema_multi_avg_fn(
             power=power,
             inv_gamma=inv_gamma,
         )
+        weight = 1.0 - decay
+        weights: dict[torch.dtype, Tensor] = {}  # the weight in each dtype, converted once
         for p_avg, p_new in zip(averaged, current, strict=True):
             if p_avg.is_floating_point() or p_avg.is_complex():
-                p_avg.lerp_(p_new, (1.0 - decay).to(p_avg.dtype))
+                w = weights.get(p_avg.dtype)
+                if w is None:
+                    w = weights[p_avg.dtype] = weight.to(p_avg.dtype)
+                p_avg.lerp_(p_new, w)
             else:  # integer buffers: rounded average, as torch's EMA helper does
-                p_avg.copy_(p_avg * decay + p_new * (1.0 - decay))
+                p_avg.copy_(p_avg * decay + p_new * weight)
 
     return update
 
@@ -171,3 +179,60 @@ def make_ema(
     else:
         fn = warmup_ema_multi_avg_fn(decay, every=every, warmup=warmup)
     return AveragedModel(model, multi_avg_fn=fn, use_buffers=True)
+
+
+def ema_updater(ema: AveragedModel, model: nn.Module) -> Callable[[], None]:
+    """A function that does ``ema.update_parameters(model)``, with the lists gathered once.
+
+    ``AveragedModel.update_parameters`` walks both module trees, detaches every
+    parameter and buffer and groups them by device and dtype on every call, which costs
+    more than the averaging itself for a small network updated every step. The returned
+    function does the same update (the copy on the first one, then ``multi_avg_fn`` on
+    each (device, dtype) group, then ``n_averaged += 1``) over lists built here, with
+    the same arithmetic and so the same result. It reads ``n_averaged`` once, here, and
+    counts the updates on the host (no synchronisation per call).
+
+    Use it while neither network's tensors are replaced (by ``.to()``, ``load_state_dict``
+    with ``assign=True`` or re-assigned attributes) and nothing else updates ``ema``;
+    :func:`~scalemix.training.train` builds one per run. Other configurations (no
+    ``multi_avg_fn``, ``use_buffers=False``, a network on another device than its
+    average) get ``ema.update_parameters(model)`` itself.
+
+    Args:
+        ema: the average, e.g. from :func:`make_ema`.
+        model: the network being trained.
+
+    Returns:
+        A function of no arguments performing one update.
+    """
+    averaged = [t.detach() for t in itertools.chain(ema.module.parameters(), ema.module.buffers())]
+    current = [t.detach() for t in itertools.chain(model.parameters(), model.buffers())]
+    avg_fn = ema.multi_avg_fn
+    if (
+        avg_fn is None
+        or ema.avg_fn is not None
+        or not ema.use_buffers
+        or len(averaged) != len(current)
+        or any(a.device != c.device for a, c in zip(averaged, current, strict=True))
+    ):
+        return lambda: ema.update_parameters(model)
+    groups: dict[tuple[torch.device, torch.dtype], tuple[list[Tensor], list[Tensor]]] = {}
+    for a, c in zip(averaged, current, strict=True):
+        group = groups.setdefault((a.device, a.dtype), ([], []))
+        group[0].append(a)
+        group[1].append(c)
+    count = int(ema.n_averaged)
+
+    def update() -> None:
+        nonlocal count
+        with torch.no_grad():
+            if count == 0:
+                for a, c in zip(averaged, current, strict=True):
+                    a.copy_(c)
+            else:
+                for (device, _), (group_avg, group_cur) in groups.items():
+                    avg_fn(group_avg, group_cur, ema.n_averaged.to(device))
+            ema.n_averaged += 1
+        count += 1
+
+    return update

@@ -47,7 +47,7 @@ from torch.optim.swa_utils import AveragedModel
 from .._utils import check_choice, check_finite, progress_bar
 from ..scheduler import DDPMScheduler
 from ._loop_resume import LoopCheckpoints
-from .ema import make_ema
+from .ema import ema_updater, make_ema
 from .losses import LossFn, eps_mse_loss, hybrid_loss
 from .precision import Precision, autocast_context, compile_model, grad_scaler
 
@@ -290,6 +290,7 @@ def train(
     if ckpt is not None:
         args = (model, ema, optimizer, lr_schedule, losses, generator)
         first += ckpt.restore(*args, batches, batching == "epoch", scaler)
+    update_ema = ema_updater(ema, model)  # after a restore: it reads ema.n_averaged
 
     model.train()
     start = time.perf_counter()
@@ -297,7 +298,7 @@ def train(
     for step in bar:
         if ckpt is not None:
             ckpt.before_batch(step, per_epoch, generator)
-        x0 = data[next(batches).to(target_device)]
+        x0 = data.index_select(0, next(batches).to(target_device))  # = data[index], faster
         step_lr = optimizer.param_groups[0]["lr"]
         with amp:
             loss_value = loss_fn(step_model, scheduler, x0, generator=generator)
@@ -314,7 +315,7 @@ def train(
             scaler.update()
         lr_schedule.step()
         if step % ema_every == 0:
-            ema.update_parameters(model)
+            update_ema()
         detached = loss_value.detach()
         losses[step - 1] = detached
         if step % ema_every == 0 or step == steps:
