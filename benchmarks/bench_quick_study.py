@@ -8,11 +8,19 @@ package imported from that tree's ``src`` (``PYTHONPATH``). It prints, per run, 
 wall time, the CPU time of the study's processes (user + system, which a loaded
 machine inflates less than wall time) and the load average before and after; then the
 median base / current ratios; and it checks that both trees computed the same KL table
-(every run's KL and evaluation loss, compared exactly).
+(every run's KL and evaluation loss, compared exactly). If they differ it prints the
+largest differences and fails, unless ``--tolerance`` allows them.
+
+The exact check holds from commit c38e8a3 on. Against 324278f it does not: 17c2b18
+(the scheduler's forward process and posterior moved to ``_forward_process``) changed
+the float rounding of the sampler, so the KLs of the two trees differ in the seventh
+digit (up to 2e-7 bits on moons; the evaluation losses are equal); run that comparison
+with ``--tolerance 1e-6``, and check exactness against a base from after that commit.
 
     python benchmarks/bench_quick_study.py                        # the full command 1
     python benchmarks/bench_quick_study.py --datasets moons       # 3 of its 12 runs
     python benchmarks/bench_quick_study.py --base /tmp/base --rounds 3
+    python benchmarks/bench_quick_study.py --base /tmp/base --tolerance 1e-6  # 324278f
 """
 
 from __future__ import annotations
@@ -46,6 +54,12 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--datasets", nargs="+", default=None, help="default: all four")
     p.add_argument("--models", nargs="+", default=None, help="default: all three")
     p.add_argument("--steps", type=int, default=None, help="default: the quick study's 1,000")
+    p.add_argument(
+        "--tolerance",
+        type=float,
+        default=0.0,
+        help="largest accepted |difference| of a KL or an evaluation loss (default 0: exact)",
+    )
     return p.parse_args()
 
 
@@ -111,10 +125,22 @@ def main() -> None:
     print("KL table (KL bits, eval loss):")
     for key, (kl, ev) in sorted(tables[0].items()):
         print(f"  {key[0]:7s} {key[1]:9s} seed {key[2]}: KL {kl:.6f}, eval {ev:.6f}")
-    print("every run of both trees computed the same table exactly" if same else
-          "THE TABLES DIFFER: " + "; ".join(str(t) for t in tables))  # fmt: skip
-    if not same:
-        sys.exit(1)
+    if same:
+        print("every run of both trees computed the same table exactly")
+        return
+    if any(t.keys() != tables[0].keys() for t in tables):
+        sys.exit("THE TABLES DIFFER in their runs: " + "; ".join(str(sorted(t)) for t in tables))
+    for name, tree_tables in results.items():
+        exact = all(r["table"] == tree_tables[0]["table"] for r in tree_tables)
+        print(f"  the {name} tree's rounds are {'equal' if exact else 'NOT equal'} to each other")
+    d_kl, d_ev = (
+        max(abs(t[key][i] - tables[0][key][i]) for t in tables for key in tables[0]) for i in (0, 1)
+    )
+    print(f"the tables differ: largest |difference| of a KL {d_kl:.3g} bits, of an "
+          f"evaluation loss {d_ev:.3g} (tolerance {args.tolerance:g})")  # fmt: skip
+    if max(d_kl, d_ev) > args.tolerance:
+        sys.exit("THE TABLES DIFFER beyond the tolerance: " + "; ".join(str(t) for t in tables))
+    print(f"the tables agree to within {args.tolerance:g}, not exactly")
 
 
 if __name__ == "__main__":
