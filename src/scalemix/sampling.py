@@ -17,7 +17,7 @@ __all__ = ["Denoiser", "SamplerName", "SamplingSpacing", "SamplingState", "sampl
 
 #: The reverse-process update of :func:`sample`: ancestral DDPM, DDIM, Euler and Heun
 #: in the noise level of Karras et al. (2022), or DPM-Solver++ (2M).
-SamplerName = Literal["ddpm", "ddim", "euler", "heun", "dpmpp_2m"]
+SamplerName = Literal["ddpm", "ddim", "euler", "heun", "dpmpp_2m", "dpmpp_2m_sde"]
 #: Timestep placement of :func:`sample`: the three spacings of
 #: :func:`~scalemix.schedules.timestep_schedule`, or ``"logsnr"``
 #: (:func:`~scalemix.solvers.logsnr_timesteps`).
@@ -110,7 +110,10 @@ def sample(
       step except the last, ``2 * steps - 1`` calls in all);
     * ``"dpmpp_2m"``: the multistep DPM-Solver++ (2M) of Lu et al. (2022)
       (:meth:`DDPMScheduler.dpmpp_2m_step`), first order on the first and on the last
-      step; the last step returns the model's :math:`\hat x_0`.
+      step; the last step returns the model's :math:`\hat x_0`;
+    * ``"dpmpp_2m_sde"``: its stochastic form, the SDE-DPM-Solver++ (2M)
+      (``dpmpp_2m_step(..., sde=True)``): second-order ancestral sampling, which
+      converges to the same samples as ``"ddpm"`` with fewer steps.
 
     Every sampler except ``"heun"`` calls the model once per step.
 
@@ -119,13 +122,14 @@ def sample(
         scheduler: the diffusion the model was trained on.
         shape: output shape ``(b, ...)``.
         steps: number of reverse steps (default: every training timestep).
-        sampler: ``"ddpm"``, ``"ddim"``, ``"euler"``, ``"heun"`` or ``"dpmpp_2m"``.
+        sampler: ``"ddpm"``, ``"ddim"``, ``"euler"``, ``"heun"``, ``"dpmpp_2m"`` or
+            ``"dpmpp_2m_sde"``.
         eta: DDIM noise scale (``0`` deterministic; ``1`` is ancestral DDPM).
         spacing: ``"trailing"``, ``"leading"``, ``"linspace"`` (see
             :meth:`DDPMScheduler.timesteps`) or ``"logsnr"`` (evenly spaced in
             log-SNR, as Lu et al. 2022 recommend for few steps).
         threshold: :class:`~scalemix.solvers.DynamicThreshold` for
-            :math:`\hat x_0` (``sampler="dpmpp_2m"`` only).
+            :math:`\hat x_0` (the ``"dpmpp_2m"`` samplers only).
         generator: source of all noise (initial and per step); same seed, same output.
         progress: show a tqdm progress bar (needs the ``examples`` extra).
         callback: called with a :class:`SamplingState` after every step.
@@ -153,11 +157,13 @@ def sample(
     if sampler != "ddim" and eta != 0.0:
         raise ValueError("eta only applies to sampler='ddim'; use sampler='ddim' with eta")
     if threshold is not None and (
-        sampler != "dpmpp_2m" or not isinstance(threshold, solvers.DynamicThreshold)
+        sampler not in ("dpmpp_2m", "dpmpp_2m_sde")
+        or not isinstance(threshold, solvers.DynamicThreshold)
     ):
         raise ValueError(
             "threshold must be None or a scalemix.solvers.DynamicThreshold, and applies "
-            f"to sampler='dpmpp_2m' only; got {threshold!r} with sampler={sampler!r}"
+            "to sampler='dpmpp_2m' or 'dpmpp_2m_sde' only; got "
+            f"{threshold!r} with sampler={sampler!r}"
         )
     if device is None:
         device = generator.device if generator is not None else torch.device("cpu")
@@ -179,7 +185,7 @@ def sample(
         )
     ts = _timesteps(scheduler, steps, spacing)
     targets = [*ts[1:], -1]
-    last: tuple[Tensor, Tensor] | None = None  # dpmpp_2m: the previous x0_hat and t
+    last: tuple[Tensor, Tensor] | None = None  # dpmpp_2m*: the previous x0_hat and t
     for i in progress_bar(range(len(ts)), enabled=progress, total=len(ts), desc="sampling"):
         t_batch = shared_timesteps(ts[i], shape[0], x.device)
         out = model(x, t_batch)
@@ -189,7 +195,7 @@ def sample(
             res = scheduler.ddim_step(
                 out, t_batch, x, prev_t=targets[i], eta=eta, generator=generator
             )
-        elif sampler == "dpmpp_2m":
+        elif sampler in ("dpmpp_2m", "dpmpp_2m_sde"):
             res = scheduler.dpmpp_2m_step(
                 out,
                 t_batch,
@@ -198,6 +204,8 @@ def sample(
                 last_x0=None if last is None else last[0],
                 last_t=None if last is None else last[1],
                 threshold=threshold,
+                sde=sampler == "dpmpp_2m_sde",
+                generator=generator,
             )
             last = (res.pred_original_sample, t_batch)
         elif sampler == "euler":

@@ -459,6 +459,9 @@ class DDPMScheduler:
         last_x0: Tensor | None = None,
         last_t: Tensor | int | None = None,
         threshold: solvers.DynamicThreshold | None = None,
+        sde: bool = False,
+        generator: torch.Generator | None = None,
+        noise: Tensor | None = None,
     ) -> StepOutput:
         r"""One multistep DPM-Solver++ (2M) step :math:`x_t \to x_s` (Lu et al., 2022).
 
@@ -479,6 +482,12 @@ class DDPMScheduler:
         ``DPMSolverMultistepScheduler(algorithm_type="dpmsolver++", solver_order=2)``
         with ``final_sigmas_type="zero"`` and ``lower_order_final``.
 
+        With ``sde=True`` it is the stochastic solver of the reverse SDE,
+        :func:`scalemix.solvers.dpmpp_2m_sde_update`:
+        :math:`x_s = \frac{\sigma_s}{\sigma_t}e^{-h}x_t + \alpha_s(1 - e^{-2h})D +
+        \sigma_s\sqrt{1 - e^{-2h}}\,z` (its first-order step is the ancestral
+        :meth:`step`; diffusers' ``algorithm_type="sde-dpmsolver++"``).
+
         Args:
             model_output: the model's prediction (of ``prediction_type``), ``(b, ...)``.
             t: current timestep, int or ``(b,)``.
@@ -490,6 +499,9 @@ class DDPMScheduler:
                 when ``last_x0`` is.
             threshold: optional :class:`~scalemix.solvers.DynamicThreshold` applied to
                 :math:`\hat x_0` (after ``clip_sample``).
+            sde: the stochastic (SDE) solver instead of the ODE one.
+            generator: source of :math:`z` (``sde=True``, when ``noise`` is not given).
+            noise: explicit :math:`z`, shape of ``x_t`` (``sde=True`` only).
 
         Returns:
             :class:`StepOutput`; its ``pred_original_sample`` (thresholded) is the next
@@ -500,18 +512,27 @@ class DDPMScheduler:
         """
         if (last_x0 is None) != (last_t is None):
             raise ValueError("last_x0 and last_t must be given together (or both be None)")
+        if noise is not None and not sde:
+            raise ValueError("noise applies to sde=True only (the ODE step draws no noise)")
         _, x0, abar_t, abar_s = self._step_inputs(model_output, t, x_t, prev_t)
         if threshold is not None:
             x0 = threshold(x0)
-        if last_x0 is None or last_t is None:
-            return StepOutput(solvers.dpmpp_2m_update(x0, x_t, abar_t, abar_s), x0)
-        last_x0 = self._check_pair("last_x0", last_x0, x_t)
-        tt = self._t(t, x_t)
-        lt = as_timesteps(last_t, x_t.shape[0], self.num_train_timesteps, x_t.device, name="last_t")
-        if range_checked(lt) and lt.numel() > 0 and bool((lt <= tt).any()):
-            raise ValueError("last_t must be larger than t for every batch element")
-        abar_last = self._abar64(lt, x_t)
-        x_s = solvers.dpmpp_2m_update(x0, x_t, abar_t, abar_s, last_x0, abar_last)
+        abar_last = None
+        if last_x0 is not None and last_t is not None:
+            last_x0 = self._check_pair("last_x0", last_x0, x_t)
+            tt = self._t(t, x_t)
+            lt = as_timesteps(
+                last_t, x_t.shape[0], self.num_train_timesteps, x_t.device, name="last_t"
+            )
+            if range_checked(lt) and lt.numel() > 0 and bool((lt <= tt).any()):
+                raise ValueError("last_t must be larger than t for every batch element")
+            abar_last = self._abar64(lt, x_t)
+        if not sde:
+            return StepOutput(
+                solvers.dpmpp_2m_update(x0, x_t, abar_t, abar_s, last_x0, abar_last), x0
+            )
+        z = self._noise(noise, x_t, generator)
+        x_s = solvers.dpmpp_2m_sde_update(x0, x_t, abar_t, abar_s, z, last_x0, abar_last)
         return StepOutput(x_s, x0)
 
     def timesteps(
