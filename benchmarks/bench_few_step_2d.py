@@ -10,20 +10,26 @@ max-norm; the study's definition) beside the 1000-step ancestral sampler as refe
 * ``ddim``: DDIM, eta = 0 (trailing);
 * ``dpmpp_2m``: scalemix's DPM-Solver++ (2M), trailing spacing;
 * ``dpmpp_2m logsnr``: the same, timesteps evenly spaced in log-SNR;
+* ``dpmpp_2m_sde`` (and ``logsnr``): the SDE-DPM-Solver++ (2M), second-order ancestral;
 * ``diffusers``: diffusers' ``DPMSolverMultistepScheduler`` (dpmsolver++, order 2) with
-  its default timestep spacing, on the same model, betas and initial noise.
+  its default timestep spacing, on the same model, betas and initial noise;
+* ``diffusers lu``: the same with ``use_lu_lambdas=True`` (its steps uniform in log-SNR).
 
-All deterministic samplers start from the same x_T. One torch thread.
+Two references: 1000-step ancestral sampling (``ddpm``) and 1000-step DDIM, the limit
+the deterministic samplers converge to (the probability-flow ODE of the same model,
+whose samples differ from the SDE's where the model is imperfect). All samplers start
+from the same x_T. One torch thread.
 
     nice -n 15 python benchmarks/bench_few_step_2d.py --plot docs/_static/few_step_kl.png
 
-About 10 minutes on one busy core with the defaults (2,000 training steps, 5,000
+About 15 minutes on one busy core with the defaults (2,000 training steps, 5,000
 samples); ``--cache DIR`` keeps the trained models for a rerun.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -38,7 +44,16 @@ from scalemix.metrics import knn_kl
 from scalemix.training import train
 
 CALLS = (5, 10, 20, 50, 100)
-SAMPLERS = ("ddpm", "ddim", "dpmpp_2m", "dpmpp_2m logsnr", "diffusers")
+SAMPLERS = (
+    "ddpm",
+    "ddim",
+    "dpmpp_2m",
+    "dpmpp_2m logsnr",
+    "dpmpp_2m_sde",
+    "dpmpp_2m_sde logsnr",
+    "diffusers",
+    "diffusers lu",
+)
 
 
 def train_model(
@@ -67,7 +82,11 @@ def train_model(
 
 
 def diffusers_dpmpp(
-    model: Callable[[Tensor, Tensor], Tensor], scheduler: DDPMScheduler, x_T: Tensor, calls: int
+    model: Callable[[Tensor, Tensor], Tensor],
+    scheduler: DDPMScheduler,
+    x_T: Tensor,
+    calls: int,
+    lu_lambdas: bool,
 ) -> Tensor:
     """diffusers' DPMSolverMultistepScheduler with its defaults on our betas."""
     from diffusers import DPMSolverMultistepScheduler
@@ -77,6 +96,7 @@ def diffusers_dpmpp(
         trained_betas=scheduler.betas.numpy(),
         algorithm_type="dpmsolver++",
         solver_order=2,
+        use_lu_lambdas=lu_lambdas,
     )
     d.set_timesteps(calls)
     x = x_T.clone()
@@ -90,8 +110,8 @@ def diffusers_dpmpp(
 def run_sampler(
     name: str, model: Any, scheduler: DDPMScheduler, x_T: Tensor, calls: int, seed: int
 ) -> Tensor:
-    if name == "diffusers":
-        return diffusers_dpmpp(model, scheduler, x_T, calls)
+    if name.startswith("diffusers"):
+        return diffusers_dpmpp(model, scheduler, x_T, calls, lu_lambdas=name.endswith("lu"))
     sampler, _, spacing = name.partition(" ")
     return sample(
         model,
@@ -113,6 +133,7 @@ def main() -> None:
     p.add_argument("--calls", type=int, nargs="+", default=list(CALLS))
     p.add_argument("--cache", type=Path, default=None, help="directory for the trained models")
     p.add_argument("--plot", type=Path, default=None, help="write a KL-vs-calls plot here")
+    p.add_argument("--json", type=Path, default=None, help="write the tables here")
     args = p.parse_args()
     torch.set_num_threads(1)
     scheduler = DDPMScheduler(1000)
@@ -130,13 +151,15 @@ def main() -> None:
         )
         ref_kl = knn_kl(data, ref, k=5, workers=1)
         ref_s = time.perf_counter() - t0
+        ode = sample(model, scheduler, (args.samples, 2), sampler="ddim", x_T=x_T)
+        ode_kl = knn_kl(data, ode, k=5, workers=1)
         table: dict[str, list[float]] = {}
         for name in SAMPLERS:
             table[name] = [
                 knn_kl(data, run_sampler(name, model, scheduler, x_T, c, 2), k=5, workers=1)
                 for c in args.calls
             ]
-        results[dataset] = {"ref": ref_kl, "table": table}
+        results[dataset] = {"ref": ref_kl, "ode": ode_kl, "table": table}
         print(
             f"\n{dataset}: k-NN KL (bits), {args.samples} samples; train {train_s:.0f} s, ", end=""
         )
@@ -146,7 +169,10 @@ def main() -> None:
         for name, row in table.items():
             print(f"| {name} | " + " | ".join(f"{v:.3f}" for v in row) + " |")
         print(f"| ddpm, 1000 steps (reference) | {ref_kl:.3f} |" + " |" * (len(args.calls) - 1))
+        print(f"| ddim, 1000 steps (ODE limit) | {ode_kl:.3f} |" + " |" * (len(args.calls) - 1))
     print(f"\ntotal {time.perf_counter() - start:.0f} s")
+    if args.json is not None:
+        args.json.write_text(json.dumps({"calls": args.calls, **results}, indent=1) + "\n")
     if args.plot is not None:
         import matplotlib
 
@@ -156,8 +182,10 @@ def main() -> None:
         fig, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 3.6), squeeze=False)
         for ax, (dataset, res) in zip(axes[0], results.items(), strict=True):
             for name, row in res["table"].items():
-                ax.plot(args.calls, row, marker="o", label=name)
+                style = "--" if name.startswith("diffusers") else "-"
+                ax.plot(args.calls, row, style, marker="o", ms=4, label=name)
             ax.axhline(res["ref"], color="k", ls="--", lw=1, label="ddpm, 1000 steps")
+            ax.axhline(res["ode"], color="grey", ls=":", lw=1, label="ddim, 1000 steps")
             ax.set_xscale("log")
             ax.set_xticks(args.calls, [str(c) for c in args.calls])
             ax.set_xlabel("network calls")
