@@ -55,6 +55,7 @@ F64 = torch.float64
 CALLS = (10, 20, 50)
 REFERENCE_CALLS = 250
 SAMPLERS: dict[str, float | None] = {"ancestral": None, "ddim": 0.0}  # name -> eta
+KID_SAMPLERS: dict[str, float | None] = {**SAMPLERS, "ddim_eta0.5": 0.5}
 
 Denoiser = Callable[[Tensor, Tensor, int | None], Tensor]
 
@@ -220,7 +221,9 @@ def train_model(
         drop_last=True,
         generator=torch.Generator().manual_seed(args.seed),
     )
-    config = ImageTrainConfig(steps=args.train_steps, lr=args.lr, ema_decay=args.ema_decay)
+    config = ImageTrainConfig(
+        steps=args.train_steps, lr=args.lr, ema_decay=args.ema_decay, warmup_steps=args.warmup
+    )
 
     def loss(net: nn.Module, x0: Tensor, gen: torch.Generator) -> Tensor:
         return scale_space_loss(net, deg, x0, generator=gen)
@@ -237,7 +240,9 @@ def train_model(
         find_unused_parameters=True,
     )
     print(f"trained {args.train_steps} steps in {time.perf_counter() - t0:.0f} s")
-    return result.ema.eval()
+    ema = result.ema
+    module = ema.module if isinstance(ema, torch.optim.swa_utils.AveragedModel) else ema
+    return module.eval()
 
 
 def features(args: argparse.Namespace, images: Tensor, device: torch.device) -> Any:
@@ -257,10 +262,12 @@ def draw(
     steps: int,
     sampler: str,
     device: torch.device,
+    seed: int,
 ) -> Tensor:
-    eta = SAMPLERS[sampler]
+    """``--num-samples`` images; every sampler and count of one model starts from ``seed``."""
+    eta = KID_SAMPLERS[sampler]
     out = []
-    gen = torch.Generator(device=device).manual_seed(args.seed + 1)
+    gen = torch.Generator(device=device).manual_seed(seed)
     for start in range(0, args.num_samples, args.sample_batch):
         b = min(args.sample_batch, args.num_samples - start)
         kw: dict[str, Any] = {} if eta is None else {"sampler": "ddim", "eta": eta}
@@ -281,29 +288,57 @@ def run_kid(args: argparse.Namespace) -> list[dict[str, Any]]:
     test = FashionMNIST(split="test", image_size=args.image_size, resize=resize)
     test_images = test.tensors(0, args.num_samples)
     f_test = features(args, test_images, device)
-    for levels, run in ((args.levels, args.ssd_run), (1, args.ddpm_run)):
+    plan = {"ssd": (args.levels, args.ssd_run), "ddpm": (1, args.ddpm_run)}
+    for levels, run in (plan[m] for m in args.models):
         deg = ScaleSpaceDegradation(args.image_size, levels)
         name = f"SSD {levels} levels" if levels > 1 else "DDPM (1 level)"
+        cache = None if args.model_cache is None else args.model_cache / f"{levels}_levels.pt"
         if run is not None:
             model = load_run(args, Path(run), device)
+        elif cache is not None and cache.is_file():
+            model = build_model(args).to(device).eval()
+            model.load_state_dict(torch.load(cache, map_location=device, weights_only=True))
+            print(f"loaded {cache}")
         else:
             train = FashionMNIST(split="train", image_size=args.image_size, resize=resize)
             data = train.tensors(0, args.train_images)
             model = train_model(args, deg, data, device)
+            if cache is not None:
+                cache.parent.mkdir(parents=True, exist_ok=True)
+                torch.save(model.state_dict(), cache)
         ref_steps, ref_calls = steps_for_calls(deg, REFERENCE_CALLS)
         t0 = time.perf_counter()
-        f_ref = features(args, draw(model, deg, args, ref_steps, "ancestral", device), device)
+        f_ref = features(
+            args, draw(model, deg, args, ref_steps, "ancestral", device, args.seed + 2), device
+        )
         print(f"\n{name}: {ref_calls}-call ancestral reference in {time.perf_counter() - t0:.0f} s")
         ref_vs_test = kid_from_features(f_ref, f_test, num_subsets=0)
         print(
             f"  reference vs test: KID x1000 = {1e3 * ref_vs_test.value:.2f} "
             f"+- {1e3 * ref_vs_test.se:.2f}"
         )
+        rows.append(
+            {
+                "part": "kid",
+                "model": name,
+                "sampler": "ancestral",
+                "calls": ref_calls,
+                "kid_ref": 0.0,
+                "kid_ref_se": 0.0,
+                "kid_test": ref_vs_test.value,
+                "kid_test_se": ref_vs_test.se,
+                "features": args.features,
+                "num_samples": args.num_samples,
+                "reference": True,
+            }
+        )
         print(f"{'sampler':>10} {'calls':>5} {'KID vs ref':>16} {'KID vs test':>16}")
-        for calls in CALLS:
+        for calls in args.calls:
             steps, got = steps_for_calls(deg, calls)
-            for sampler in SAMPLERS:
-                f = features(args, draw(model, deg, args, steps, sampler, device), device)
+            for sampler in args.samplers:
+                f = features(
+                    args, draw(model, deg, args, steps, sampler, device, args.seed + 1), device
+                )
                 a = kid_from_features(f, f_ref, num_subsets=0)
                 b = kid_from_features(f, f_test, num_subsets=0)
                 print(
@@ -322,14 +357,85 @@ def run_kid(args: argparse.Namespace) -> list[dict[str, Any]]:
                         "kid_test_se": b.se,
                         "features": args.features,
                         "num_samples": args.num_samples,
+                        "reference": False,
                     }
                 )
+                print(f"    ({time.perf_counter() - t0:.0f} s since the reference started)")
     return rows
+
+
+# ---------------------------------------------------------------- report (from --json files)
+def run_report(args: argparse.Namespace) -> None:
+    """Merge the rows of ``kid`` runs (``--inputs``), print a table, plot KID against calls."""
+    rows = [r for path in args.inputs for r in json.loads(Path(path).read_text())]
+    rows = [r for r in rows if r["part"] == "kid"]
+    if not rows:
+        raise SystemExit("no kid rows in the inputs")
+    print("| model | sampler | calls | KID x1e3 vs test | KID x1e3 vs 250-call ancestral |")
+    print("|---|---|---:|---:|---:|")
+    for r in sorted(rows, key=lambda r: (r["model"], r["sampler"], r["calls"])):
+        vs_ref = (
+            "reference"
+            if r["reference"]
+            else f"{1e3 * r['kid_ref']:.2f} ± {1e3 * r['kid_ref_se']:.2f}"
+        )
+        print(
+            f"| {r['model']} | {r['sampler']} | {r['calls']} "
+            f"| {1e3 * r['kid_test']:.2f} ± {1e3 * r['kid_test_se']:.2f} | {vs_ref} |"
+        )
+    if args.plot is None:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = sorted({r["model"] for r in rows})
+    fig, axes = plt.subplots(1, len(models), figsize=(5 * len(models), 3.6), squeeze=False)
+    for ax, model in zip(axes[0], models, strict=True):
+        ref = next(r for r in rows if r["model"] == model and r["reference"])
+        labels = {"ancestral": "ancestral", "ddim": "DDIM, eta = 0", "ddim_eta0.5": "eta = 0.5"}
+        for sampler, label in labels.items():
+            pts = sorted(
+                (r["calls"], 1e3 * r["kid_test"], 1e3 * r["kid_test_se"])
+                for r in rows
+                if r["model"] == model and r["sampler"] == sampler and not r["reference"]
+            )
+            if pts:
+                c, v, e = zip(*pts, strict=True)
+                ax.errorbar(c, v, yerr=e, fmt="o-", ms=4, capsize=3, label=label)
+        lo, hi = (
+            1e3 * (ref["kid_test"] - ref["kid_test_se"]),
+            1e3 * (ref["kid_test"] + ref["kid_test_se"]),
+        )
+        ax.axhspan(lo, hi, color="k", alpha=0.15, label=f"ancestral, {ref['calls']} calls (± se)")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("network calls")
+        ax.set_ylabel(f"KID x 1000 vs test ({ref['features']})")
+        ax.set_title(model)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    args.plot.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(args.plot, dpi=120)
+    print(f"wrote {args.plot}")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("part", choices=("gaussian", "kid"))
+    parser.add_argument("part", choices=("gaussian", "kid", "report"))
+    parser.add_argument(
+        "--models", nargs="+", choices=("ssd", "ddpm"), default=["ssd", "ddpm"], help="kid: which"
+    )
+    parser.add_argument("--inputs", nargs="+", default=[], help="report: --json files of kid")
+    parser.add_argument("--calls", type=int, nargs="+", default=list(CALLS), help="kid")
+    parser.add_argument(
+        "--samplers", nargs="+", choices=tuple(KID_SAMPLERS), default=list(SAMPLERS), help="kid"
+    )
+    parser.add_argument(
+        "--model-cache", type=Path, default=None, help="kid: keep / reuse the trained models here"
+    )
+    parser.add_argument("--plot", type=Path, default=None, help="report: write the figure here")
     parser.add_argument("--image-size", type=int, default=None, help="side (gaussian: 16, kid: 32)")
     parser.add_argument("--levels", type=int, default=None, help="pyramid levels (3 / 2)")
     parser.add_argument("--f0", type=float, default=2.0, help="gaussian: spectrum knee")
@@ -343,6 +449,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=2e-4)
     parser.add_argument("--ema-decay", type=float, default=0.999)
+    parser.add_argument("--warmup", type=int, default=100, help="kid: linear warm-up steps")
     parser.add_argument("--base-channels", type=int, default=32)
     parser.add_argument("--channel-mult", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--num-res-blocks", type=int, default=1)
@@ -357,6 +464,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         args.image_size = 16 if args.part == "gaussian" else 32
     if args.levels is None:
         args.levels = 3 if args.part == "gaussian" else 2
+    if args.part == "report":
+        run_report(args)
+        return
     rows = run_gaussian(args) if args.part == "gaussian" else run_kid(args)
     if args.json is not None:
         Path(args.json).write_text(json.dumps(rows, indent=1) + "\n")
