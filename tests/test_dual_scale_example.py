@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 pytest.importorskip("matplotlib")
 pytest.importorskip("tqdm")
@@ -59,6 +61,15 @@ def test_quick_study_writes_results(
     assert len(data["runs"][1]["alpha"]) == 100  # the adaptive gate over T = 100
     assert set(summary["moons"]) == {"baseline", "adaptive"}
     assert "not comparable" in (out / "results.md").read_text()
+    if importlib.util.find_spec("huggingface_hub") is not None:  # the final EMA models
+        from scalemix import DualScaleDenoiser, MLPDenoiser
+        from scalemix.hub import load_scheduler
+
+        loaded = DualScaleDenoiser.from_pretrained(out / "models" / "moons_adaptive_seed0")
+        assert loaded.alpha(torch.arange(100)).tolist() == pytest.approx(data["runs"][1]["alpha"])
+        folder = out / "models" / "moons_baseline_seed0"
+        assert isinstance(MLPDenoiser.from_pretrained(folder), MLPDenoiser)
+        assert load_scheduler(folder).num_train_timesteps == 100
     assert run_study.parse_args([]).threads == 1  # one torch thread per run by default
     assert run_study.parse_args([]).jobs == run_study.default_jobs()
     # --resume keeps the finished runs and has nothing left to do

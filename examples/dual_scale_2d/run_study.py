@@ -4,7 +4,9 @@ Trains each model on circle, dino, line and moons with the published settings (1
 steps, batch 256, T = 100, AdamW 3e-4 with cosine annealing, clipping 0.5, EMA 0.995
 every 10 steps with the reference's warm-up), over several seeds, and writes a results
 table (markdown and JSON) next to the paper's numbers, plus plots of samples, alpha(t)
-and training losses.
+and training losses, and each run's final EMA model in ``models/`` (``save_pretrained``;
+``MLPDenoiser.from_pretrained`` / ``DualScaleDenoiser.from_pretrained`` and
+``scalemix.hub.load_scheduler`` load it; not with ``--batched``).
 
     python examples/dual_scale_2d/run_study.py --out outputs/study          # full study
     python examples/dual_scale_2d/run_study.py --quick --out outputs/quick  # a few minutes
@@ -100,9 +102,19 @@ def _stage(progress: bool, message: str) -> None:
 
 
 def run_one(
-    dataset: str, model_name: str, seed: int, cfg: StudyConfig, threads: int, progress: bool
+    dataset: str,
+    model_name: str,
+    seed: int,
+    cfg: StudyConfig,
+    threads: int,
+    progress: bool,
+    models_dir: Path | None = None,
 ) -> dict[str, Any]:
-    """Train, evaluate and sample one (dataset, model, seed); return what was measured."""
+    """Train, evaluate and sample one (dataset, model, seed); return what was measured.
+
+    With ``models_dir``, the final EMA model and its scheduler are written to
+    ``models_dir / f"{dataset}_{model_name}_seed{seed}"`` with ``save_pretrained``.
+    """
     torch.set_num_threads(threads)
     _stage(progress, f"{dataset} / {model_name} / seed {seed}: training {cfg.steps} steps")
     data = make_dataset(dataset, cfg.n_data, seed=cfg.data_seed)  # type: ignore[arg-type]
@@ -122,6 +134,9 @@ def run_one(
         result.model, scheduler, data, generator=torch.Generator().manual_seed(10_000 + seed)
     )
     ema = result.ema.eval()
+    if models_dir is not None:
+        folder = models_dir / f"{dataset}_{model_name}_seed{seed}"
+        result.export_pretrained(folder, scheduler=scheduler)
     _stage(progress, f"sampling {cfg.n_samples:,} points")
     start = time.perf_counter()
     samples = sample(
@@ -215,6 +230,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     elif log.exists():
         log.unlink()
 
+    # The final EMA models, in save_pretrained's format (MLPDenoiser / DualScaleDenoiser).
+    models_dir = args.out / "models"
     start = time.perf_counter()
 
     def record(r: dict[str, Any], i: int) -> None:
@@ -238,10 +255,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             record(r, i)
     elif n_jobs == 1:
         for i, (d, m, s) in enumerate(jobs):
-            record(run_one(d, m, s, cfg, threads, progress=True), i)
+            record(run_one(d, m, s, cfg, threads, True, models_dir), i)
     else:
         with ProcessPoolExecutor(n_jobs, mp_context=get_context("spawn")) as pool:
-            futures = [pool.submit(run_one, d, m, s, cfg, threads, False) for d, m, s in jobs]
+            futures = [
+                pool.submit(run_one, d, m, s, cfg, threads, False, models_dir) for d, m, s in jobs
+            ]
             for i, f in enumerate(as_completed(futures)):
                 record(f.result(), i)
     every_job = [(d, m, s) for s in range(seeds) for d in args.datasets for m in args.models]
