@@ -109,3 +109,23 @@ def test_train_compile_option() -> None:
 def test_compile_model_rejects_bad_argument() -> None:
     with pytest.raises(TypeError, match="compile must be a bool or a backend name"):
         compile_model(MLPDenoiser(**SMALL), 3)  # type: ignore[arg-type]
+
+
+def test_import_does_not_load_the_compiler_and_marks_constants_as_torch_does() -> None:
+    import subprocess
+    import sys
+
+    code = """
+import sys
+import scalemix
+from scalemix._utils import assume_constant
+print("torch._dynamo" in sys.modules)  # importing the compiler takes seconds
+def ours(): return 1
+def theirs(): return 1
+assume_constant(ours)  # without the compiler loaded
+import torch
+torch.compiler.assume_constant_result(theirs)
+print(ours.__dict__ == theirs.__dict__ != {})
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "True"]

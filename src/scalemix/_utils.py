@@ -41,8 +41,16 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 def assume_constant(fn: _F) -> _F:
     """:func:`torch.compiler.assume_constant_result`, typed: ``fn`` of constant arguments
     (ints, schedule objects) returns a constant, which a compiled graph embeds instead of
-    tracing (and breaking on) the tensor reads inside ``fn``."""
-    return cast(_F, torch.compiler.assume_constant_result(fn))  # type: ignore[no-untyped-call]
+    tracing (and breaking on) the tensor reads inside ``fn``.
+
+    Until ``torch._dynamo`` is imported this sets the mark that function sets (its whole
+    effect) without importing it: importing the compiler takes seconds, and
+    ``import scalemix`` should not pay for it when nothing is compiled.
+    """
+    if "torch._dynamo" in sys.modules:
+        return cast(_F, torch.compiler.assume_constant_result(fn))  # type: ignore[no-untyped-call]
+    fn._dynamo_marked_constant = True  # type: ignore[attr-defined]
+    return fn
 
 
 def append_dims(x: Tensor, target_ndim: int) -> Tensor:
