@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -125,6 +126,31 @@ def run_sampler(
     )
 
 
+SPREAD: dict[str, dict[str, Any]] = {  # --spread: the target comparisons, over seeds
+    "dpmpp_2m logsnr, 20 calls": {"sampler": "dpmpp_2m", "spacing": "logsnr", "steps": 20},
+    "dpmpp_2m_sde logsnr, 20 calls": {"sampler": "dpmpp_2m_sde", "spacing": "logsnr", "steps": 20},
+    "ddim, 10 calls": {"sampler": "ddim", "steps": 10},
+    "dpmpp_2m, 10 calls": {"sampler": "dpmpp_2m", "steps": 10},
+    "ddpm, 1000 steps": {"sampler": "ddpm"},
+}
+
+
+def spread(
+    model: Any, scheduler: DDPMScheduler, data: Tensor, n: int, seeds: int
+) -> dict[str, list[float]]:
+    """KL of the SPREAD samplers for seeds 3 .. 3 + seeds - 1 (x_T and noise)."""
+    out: dict[str, list[float]] = {}
+    for seed in range(3, 3 + seeds):
+        x_T = torch.randn(n, 2, generator=torch.Generator().manual_seed(seed))
+        for name, kw in SPREAD.items():
+            if name.startswith("ddpm, 1000") and seed >= 3 + max(2, (seeds + 1) // 2):
+                continue  # the slow reference on fewer seeds
+            gen = torch.Generator().manual_seed(seed + 100)
+            x = sample(model, scheduler, (n, 2), x_T=x_T, generator=gen, **kw)
+            out.setdefault(name, []).append(knn_kl(data, x, k=5, workers=1))
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--datasets", nargs="+", default=["moons", "dino"])
@@ -134,6 +160,9 @@ def main() -> None:
     p.add_argument("--cache", type=Path, default=None, help="directory for the trained models")
     p.add_argument("--plot", type=Path, default=None, help="write a KL-vs-calls plot here")
     p.add_argument("--json", type=Path, default=None, help="write the tables here")
+    p.add_argument(
+        "--spread", type=int, default=0, help="also run the 20/10-call comparisons on N seeds"
+    )
     args = p.parse_args()
     torch.set_num_threads(1)
     scheduler = DDPMScheduler(1000)
@@ -160,6 +189,8 @@ def main() -> None:
                 for c in args.calls
             ]
         results[dataset] = {"ref": ref_kl, "ode": ode_kl, "table": table}
+        if args.spread:
+            results[dataset]["spread"] = spread(model, scheduler, data, args.samples, args.spread)
         print(
             f"\n{dataset}: k-NN KL (bits), {args.samples} samples; train {train_s:.0f} s, ", end=""
         )
@@ -170,6 +201,9 @@ def main() -> None:
             print(f"| {name} | " + " | ".join(f"{v:.3f}" for v in row) + " |")
         print(f"| ddpm, 1000 steps (reference) | {ref_kl:.3f} |" + " |" * (len(args.calls) - 1))
         print(f"| ddim, 1000 steps (ODE limit) | {ode_kl:.3f} |" + " |" * (len(args.calls) - 1))
+        for name, vals in results[dataset].get("spread", {}).items():
+            sd = statistics.stdev(vals) if len(vals) > 1 else float("nan")
+            print(f"{name}: {statistics.mean(vals):.3f} +- {sd:.3f} (sd over {len(vals)} seeds)")
     print(f"\ntotal {time.perf_counter() - start:.0f} s")
     if args.json is not None:
         args.json.write_text(json.dumps({"calls": args.calls, **results}, indent=1) + "\n")
