@@ -235,14 +235,14 @@ def dpmpp_2m_sde_update(
     :func:`dpmpp_2m_update` and fresh noise :math:`z \sim \mathcal N(0, I)`:
 
     .. math::
-        x_s = rac{\sigma_s}{\sigma_t} e^{-h}\,x_t + lpha_s (1 - e^{-2h})\,D
+        x_s = \frac{\sigma_s}{\sigma_t} e^{-h}\,x_t + \alpha_s (1 - e^{-2h})\,D
         + \sigma_s \sqrt{1 - e^{-2h}}\,z
 
     Its first-order step (``x0_last=None``) is the ancestral DDPM step: the mean
-    :math:`rac{lpha_t\sigma_s^2}{lpha_s\sigma_t^2} x_t + rac{lpha_s
-    (1 - arlpha_t/arlpha_s)}{\sigma_t^2}\hat x_0` and the variance
-    :math:`\sigma_s^2 (1 - e^{-2h}) = 	ildeeta` of the posterior
-    :math:`q(x_s \mid x_t, \hat x_0)`. A step into clean data (:math:`arlpha_s = 1`)
+    :math:`\frac{\alpha_t\sigma_s^2}{\alpha_s\sigma_t^2} x_t + \frac{\alpha_s
+    (1 - \bar\alpha_t/\bar\alpha_s)}{\sigma_t^2}\hat x_0` and the variance
+    :math:`\sigma_s^2 (1 - e^{-2h}) = \tilde\beta` of the posterior
+    :math:`q(x_s \mid x_t, \hat x_0)`. A step into clean data (:math:`\bar\alpha_s = 1`)
     returns :math:`\hat x_0`. Equal to diffusers' ``DPMSolverMultistepScheduler(
     algorithm_type="sde-dpmsolver++", solver_order=2, solver_type="midpoint")``.
 
