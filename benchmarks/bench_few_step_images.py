@@ -368,7 +368,11 @@ def run_kid(args: argparse.Namespace) -> list[dict[str, Any]]:
 def run_report(args: argparse.Namespace) -> None:
     """Merge the rows of ``kid`` runs (``--inputs``), print a table, plot KID against calls."""
     rows = [r for path in args.inputs for r in json.loads(Path(path).read_text())]
-    rows = [r for r in rows if r["part"] == "kid"]
+    unique: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for r in rows:  # a row measured by two runs (the reference of each) is kept once
+        if r["part"] == "kid":
+            unique.setdefault((r["model"], r["sampler"], r["calls"], r["reference"]), r)
+    rows = list(unique.values())
     if not rows:
         raise SystemExit("no kid rows in the inputs")
     print("| model | sampler | calls | KID x1e3 vs test | KID x1e3 vs 250-call ancestral |")
