@@ -48,21 +48,29 @@ def _float32_linear_betas() -> Tensor:
 
 
 def _diffusers_dpmpp(
-    model: GaussianDenoiser, x_T: Tensor, timesteps: list[int], pred: str, **kwargs: Any
+    model: GaussianDenoiser,
+    x_T: Tensor,
+    timesteps: list[int],
+    pred: str,
+    noises: list[Tensor] | None = None,
+    **kwargs: Any,
 ) -> Tensor:
+    """diffusers' 2M solver; with ``noises`` (one per step) its SDE form."""
     diffusers = pytest.importorskip("diffusers")
     d = diffusers.DPMSolverMultistepScheduler(
         num_train_timesteps=1000,
         trained_betas=_float32_linear_betas().numpy(),
         prediction_type=pred,
-        algorithm_type="dpmsolver++",
+        algorithm_type="dpmsolver++" if noises is None else "sde-dpmsolver++",
         solver_order=2,
         **kwargs,
     )
     d.set_timesteps(timesteps=timesteps)
     x = x_T.clone()
-    for t in d.timesteps:
-        x = d.step(model(x, torch.full((x.shape[0],), int(t))), t, x).prev_sample
+    steps = [None] * len(d.timesteps) if noises is None else noises
+    for t, z in zip(d.timesteps, steps, strict=True):
+        out = model(x, torch.full((x.shape[0],), int(t)))
+        x = d.step(out, t, x, variance_noise=z).prev_sample
     return x  # type: ignore[no-any-return]
 
 
@@ -81,7 +89,6 @@ def test_dpmpp_2m_equals_diffusers(pred: str, steps: int) -> None:
 @pytest.mark.parametrize("pred", PRED)
 @pytest.mark.parametrize("steps", [5, 20])
 def test_dpmpp_2m_sde_equals_diffusers_with_the_same_noise(pred: str, steps: int) -> None:
-    diffusers = pytest.importorskip("diffusers")
     s = DDPMScheduler(betas=_float32_linear_betas(), prediction_type=pred)  # type: ignore[arg-type]
     model = GaussianDenoiser(s)
     x_T = torch.randn(256, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
@@ -91,18 +98,7 @@ def test_dpmpp_2m_sde_equals_diffusers_with_the_same_noise(pred: str, steps: int
     # sample() draws one float32 noise tensor per step from the generator, in order
     g = torch.Generator().manual_seed(3)
     noises = [torch.randn(x_T.shape, generator=g).double() for _ in range(steps)]
-    d = diffusers.DPMSolverMultistepScheduler(
-        num_train_timesteps=1000,
-        trained_betas=_float32_linear_betas().numpy(),
-        prediction_type=pred,
-        algorithm_type="sde-dpmsolver++",
-        solver_order=2,
-    )
-    d.set_timesteps(timesteps=s.timesteps(steps).tolist())
-    x = x_T.clone()
-    for t, z in zip(d.timesteps, noises, strict=True):
-        out = model(x, torch.full((x.shape[0],), int(t)))
-        x = d.step(out, t, x, variance_noise=z).prev_sample
+    x = _diffusers_dpmpp(model, x_T, s.timesteps(steps).tolist(), pred, noises)
     torch.testing.assert_close(ours, x, rtol=0, atol=2e-5)
     # and it is not the ODE solver: the noise enters
     ode = sample(model, s, x_T.shape, sampler="dpmpp_2m", **kw)
