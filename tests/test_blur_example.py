@@ -39,3 +39,13 @@ def test_toy_run_writes_grid_and_results(tmp_path: Path) -> None:
     # 4 samples of 8 px in a 2 x 2 grid with 1 px borders
     assert Image.open(tmp_path / "samples.png").size == (19, 19)
     assert Image.open(tmp_path / "forward.png").size == (28, 28)  # 8 images, 3 columns
+    # the final EMA model and its blur degradation, one folder enough to sample
+    if importlib.util.find_spec("huggingface_hub") is not None:
+        from scalemix.degradation import BlurDegradation
+        from scalemix.hub import load_degradation
+        from scalemix.nn.flexi_unet import FlexiUNet
+
+        model = FlexiUNet.from_pretrained(tmp_path / "pretrained")
+        assert model.image_size == 8
+        deg = load_degradation(tmp_path / "pretrained")
+        assert isinstance(deg, BlurDegradation) and deg.num_train_timesteps == 10

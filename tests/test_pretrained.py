@@ -20,7 +20,7 @@ from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader, TensorDataset
 
 from scalemix import DDPMScheduler, sample
-from scalemix.degradation import ScaleSpaceDegradation
+from scalemix.degradation import BlurDegradation, ScaleSpaceDegradation
 from scalemix.nn import (
     DualScaleDenoiser,
     FlexiUNet,
@@ -370,9 +370,43 @@ def test_degradation_config_errors(tmp_path: Path) -> None:
     with pytest.raises(TypeError, match=r"'gamma' must be a number"):
         degradation_from_config({**config, "gamma": "half"})
     with pytest.raises(ValueError, match="not a ScaleSpaceDegradation"):
+        degradation_from_config({**config, "_class_name": "FlexiUNet"})
+    # a blur config takes only the blur degradation's arguments
+    with pytest.raises(
+        ValueError, match=r"'resolution_schedule' is not an argument of BlurDegradation"
+    ):
         degradation_from_config({**config, "_class_name": "BlurDegradation"})
     with pytest.raises(TypeError, match="must be a ScaleSpaceDegradation"):
         degradation_config(DDPMScheduler(10))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"image_size": 16, "num_train_timesteps": 40},
+        {
+            "image_size": 8,
+            "num_train_timesteps": 30,
+            "beta_schedule": "cosine",
+            "blur_sigma_min": 0.3,
+            "blur_sigma_max": 2.5,
+        },
+        {"image_size": 8, "num_train_timesteps": 1},
+    ],
+)
+def test_blur_degradation_round_trip(tmp_path: Path, kwargs: dict[str, Any]) -> None:
+    degradation = BlurDegradation(**kwargs)
+    MLPDenoiser(**SMALL).save_pretrained(tmp_path, degradation=degradation)
+    config = json.loads((tmp_path / "degradation_config.json").read_text())
+    assert config["_class_name"] == "BlurDegradation"
+    loaded = load_degradation(tmp_path)
+    assert isinstance(loaded, BlurDegradation) and loaded.image_size == degradation.image_size
+    torch.testing.assert_close(loaded.betas, degradation.betas, rtol=1e-10, atol=0.0)
+    torch.testing.assert_close(loaded.blur_sigmas, degradation.blur_sigmas, rtol=1e-12, atol=0.0)
+    x0 = torch.rand(2, 1, degradation.image_size, degradation.image_size, dtype=torch.float64)
+    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(0), dtype=x0.dtype)
+    t = torch.tensor([0, kwargs["num_train_timesteps"] - 1])
+    torch.testing.assert_close(loaded.add_noise(x0, noise, t), degradation.add_noise(x0, noise, t))
 
 
 def test_stale_sidecars_are_removed(tmp_path: Path) -> None:

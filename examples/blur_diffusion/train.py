@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader
 
 from scalemix.datasets import SyntheticImages
 from scalemix.degradation import BlurDegradation
+from scalemix.hub import export_pretrained
 from scalemix.nn.flexi_unet import FlexiUNet
 from scalemix.scale_space import scale_space_loss, scale_space_sample
 
@@ -151,6 +152,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "data_std": float(real.std()),
         "sample_fraction_outside_unit_range": float((samples.abs() > 1).float().mean()),
     }
+    # The final EMA model with its degradation: FlexiUNet.from_pretrained(out / "pretrained").
+    results["pretrained"] = str(export_pretrained(ema, args.out / "pretrained", degradation=deg))
     (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     return results
 

@@ -14,8 +14,9 @@ the files and helpers around them:
   as ``scheduler_config.json``, in diffusers' format (so diffusers'
   ``DDPMScheduler.from_pretrained(folder)`` reads it too);
 * :func:`degradation_config` / :func:`load_degradation`: the
-  :class:`~scalemix.degradation.ScaleSpaceDegradation` as ``degradation_config.json``,
-  its constructor arguments.
+  :class:`~scalemix.degradation.ScaleSpaceDegradation` or
+  :class:`~scalemix.degradation.BlurDegradation` as ``degradation_config.json``, its
+  constructor arguments.
 
 Everything needs the extra ``scalemix[hub]`` (huggingface_hub and safetensors); nothing
 writes a file unless called.
@@ -48,7 +49,7 @@ from .nn._pretrained import (
 )
 
 if TYPE_CHECKING:
-    from .degradation import ScaleSpaceDegradation
+    from .degradation import BlurDegradation, ScaleSpaceDegradation
     from .scheduler import DDPMScheduler
 
 __all__ = [
@@ -64,6 +65,16 @@ __all__ = [
     "load_scheduler",
     "scheduler_config",
 ]
+
+_BLUR_FIELDS = {
+    "image_size": as_int,
+    "num_train_timesteps": as_int,
+    "beta_schedule": as_str,
+    "beta_start": as_float,
+    "beta_end": as_float,
+    "blur_sigma_min": as_float,
+    "blur_sigma_max": as_float,
+}
 
 _DEGRADATION_FIELDS = {
     "image_size": optional(as_int),
@@ -144,8 +155,52 @@ def _same_degradation(a: ScaleSpaceDegradation, b: ScaleSpaceDegradation) -> boo
     )
 
 
-def degradation_config(degradation: ScaleSpaceDegradation) -> dict[str, Any]:
-    """The constructor arguments of a :class:`~scalemix.degradation.ScaleSpaceDegradation`.
+def _named_schedule(betas: torch.Tensor) -> dict[str, Any]:
+    """``num_train_timesteps``, ``beta_schedule``, ``beta_start``, ``beta_end`` of betas."""
+    from .interop import scheduler_to_diffusers_config
+    from .interop._diffusers_scheduler import BETA_SCHEDULE_NAMES
+    from .scheduler import DDPMScheduler
+
+    process = scheduler_to_diffusers_config(DDPMScheduler(betas=betas))
+    if process["trained_betas"] is not None:
+        raise ValueError(
+            "the degradation's betas follow none of the named beta schedules (linear, "
+            "quadratic, cosine, sigmoid), so its constructor arguments cannot describe it"
+        )
+    return {
+        "num_train_timesteps": int(betas.numel()),
+        "beta_schedule": BETA_SCHEDULE_NAMES[process["beta_schedule"]],
+        "beta_start": process["beta_start"],
+        "beta_end": process["beta_end"],
+    }
+
+
+def _blur_config(degradation: BlurDegradation) -> dict[str, Any]:
+    """The constructor arguments of a blur degradation, checked by rebuilding it."""
+    sigmas = degradation.blur_sigmas
+    config = {
+        "_class_name": "BlurDegradation",
+        "image_size": degradation.image_size,
+        **_named_schedule(degradation.betas),
+        "blur_sigma_min": float(sigmas[0]),
+        "blur_sigma_max": float(sigmas[-1]),
+    }
+    rebuilt = degradation_from_config(config)
+    if not (
+        isinstance(rebuilt, type(degradation))
+        and torch.allclose(rebuilt.betas, degradation.betas, rtol=1e-10, atol=0.0)
+        and torch.allclose(rebuilt.blur_sigmas, sigmas, rtol=1e-10, atol=0.0)
+    ):  # pragma: no cover - every constructed blur degradation is rebuilt
+        raise ValueError("no constructor arguments rebuild this blur degradation")
+    return config
+
+
+def degradation_config(degradation: ScaleSpaceDegradation | BlurDegradation) -> dict[str, Any]:
+    """The constructor arguments of a :class:`~scalemix.degradation.ScaleSpaceDegradation`
+    or a :class:`~scalemix.degradation.BlurDegradation`.
+
+    A blur degradation is described by its image size, its beta schedule (by name) and
+    the first and last entries of its blur schedule ``blur_sigmas``.
 
     The degradation keeps its betas and its pyramid, not the arguments it was built
     with, so they are recognised: the beta schedule by name as in
@@ -156,33 +211,25 @@ def degradation_config(degradation: ScaleSpaceDegradation) -> dict[str, Any]:
     :math:`10^{-10}`).
 
     Returns:
-        ``{"_class_name": "ScaleSpaceDegradation", <argument>: <value>, ...}``.
+        ``{"_class_name": "ScaleSpaceDegradation" | "BlurDegradation", <argument>:
+        <value>, ...}``.
 
     Raises:
-        TypeError: not a :class:`~scalemix.degradation.ScaleSpaceDegradation`.
+        TypeError: neither of the two classes.
         ValueError: its betas follow none of the named schedules (its constructor
             takes no explicit betas), or no arguments rebuild it.
     """
-    from .degradation import ScaleSpaceDegradation
-    from .interop import scheduler_to_diffusers_config
-    from .interop._diffusers_scheduler import BETA_SCHEDULE_NAMES
-    from .scheduler import DDPMScheduler
+    from .degradation import BlurDegradation, ScaleSpaceDegradation
 
+    if type(degradation) is BlurDegradation:
+        return _blur_config(degradation)
     if type(degradation) is not ScaleSpaceDegradation:
         raise TypeError(
-            f"degradation must be a ScaleSpaceDegradation, got {type(degradation).__name__}"
-        )
-    process = scheduler_to_diffusers_config(DDPMScheduler(betas=degradation.betas))
-    if process["trained_betas"] is not None:
-        raise ValueError(
-            "the degradation's betas follow none of the named beta schedules (linear, "
-            "quadratic, cosine, sigmoid), so its constructor arguments cannot describe it"
+            "degradation must be a ScaleSpaceDegradation or a BlurDegradation, got "
+            f"{type(degradation).__name__}"
         )
     common: dict[str, Any] = {
-        "num_train_timesteps": degradation.num_train_timesteps,
-        "beta_schedule": BETA_SCHEDULE_NAMES[process["beta_schedule"]],
-        "beta_start": process["beta_start"],
-        "beta_end": process["beta_end"],
+        **_named_schedule(degradation.betas),
         "resolution_schedule": degradation.resolution_schedule,
         "gamma": degradation.gamma,
         "factor": degradation.factor,
@@ -198,30 +245,32 @@ def degradation_config(degradation: ScaleSpaceDegradation) -> dict[str, Any]:
             rebuilt = degradation_from_config(config)
         except (TypeError, ValueError):
             continue
-        if _same_degradation(rebuilt, degradation):
+        if isinstance(rebuilt, ScaleSpaceDegradation) and _same_degradation(rebuilt, degradation):
             return config
     raise ValueError(  # pragma: no cover - every constructed degradation is matched
         f"no constructor arguments rebuild this degradation (pyramid {degradation.pyramid})"
     )
 
 
-def degradation_from_config(config: dict[str, Any]) -> ScaleSpaceDegradation:
-    """The :class:`~scalemix.degradation.ScaleSpaceDegradation` of a :func:`degradation_config`.
+def degradation_from_config(config: dict[str, Any]) -> ScaleSpaceDegradation | BlurDegradation:
+    """The degradation of a :func:`degradation_config`, by its ``_class_name``.
 
     Raises:
         ValueError: a config of another class (named), an unknown argument (named), or
             values the constructor rejects.
         TypeError: an argument of the wrong JSON type (named).
     """
-    from .degradation import ScaleSpaceDegradation
+    from .degradation import BlurDegradation, ScaleSpaceDegradation
 
+    if isinstance(config, dict) and config.get("_class_name") == "BlurDegradation":
+        return BlurDegradation(**decode_arguments("BlurDegradation", config, _BLUR_FIELDS))
     kwargs = decode_arguments("ScaleSpaceDegradation", config, _DEGRADATION_FIELDS)
     return ScaleSpaceDegradation(**kwargs)
 
 
 def load_degradation(
     pretrained_model_name_or_path: str | os.PathLike[str], **hub_kwargs: Any
-) -> ScaleSpaceDegradation:
+) -> ScaleSpaceDegradation | BlurDegradation:
     """The degradation saved beside a model (``degradation_config.json``).
 
     Args:
@@ -273,7 +322,7 @@ def export_pretrained(
     save_directory: str | os.PathLike[str],
     *,
     scheduler: DDPMScheduler | None = None,
-    degradation: ScaleSpaceDegradation | None = None,
+    degradation: ScaleSpaceDegradation | BlurDegradation | None = None,
 ) -> Path:
     """Write the final EMA model of a training run (or a model) as a pretrained folder.
 

@@ -32,7 +32,7 @@ from torch import nn
 from typing_extensions import Self
 
 if TYPE_CHECKING:
-    from ..degradation import ScaleSpaceDegradation
+    from ..degradation import BlurDegradation, ScaleSpaceDegradation
     from ..scheduler import DDPMScheduler
 
 __all__ = [
@@ -420,7 +420,7 @@ class PretrainedMixin:
         save_directory: str | os.PathLike[str],
         *,
         scheduler: DDPMScheduler | None = None,
-        degradation: ScaleSpaceDegradation | None = None,
+        degradation: ScaleSpaceDegradation | BlurDegradation | None = None,
     ) -> Path:
         """Write the model to ``save_directory`` (created if needed) in the mixin's format.
 
@@ -437,7 +437,7 @@ class PretrainedMixin:
         Args:
             save_directory: the folder to write.
             scheduler: the diffusion process the model was trained with, if any.
-            degradation: the scale-space degradation it was trained with, if any.
+            degradation: the scale-space or blur degradation it was trained with, if any.
 
         Returns:
             ``save_directory`` as a :class:`~pathlib.Path`.

@@ -54,7 +54,7 @@ from .image_config import ImageTrainConfig, lr_factor
 from .precision import autocast_context
 
 if TYPE_CHECKING:
-    from ..degradation import ScaleSpaceDegradation
+    from ..degradation import BlurDegradation, ScaleSpaceDegradation
     from ..scheduler import DDPMScheduler
 
 __all__ = [
@@ -135,7 +135,7 @@ class ImageTrainResult:
         save_directory: str | os.PathLike[str],
         *,
         scheduler: DDPMScheduler | None = None,
-        degradation: ScaleSpaceDegradation | None = None,
+        degradation: ScaleSpaceDegradation | BlurDegradation | None = None,
     ) -> Path:
         """Write the final EMA model as a pretrained folder (``config.json`` + weights).
 

@@ -52,7 +52,7 @@ from .losses import LossFn, eps_mse_loss, hybrid_loss
 from .precision import Precision, autocast_context, compile_model, grad_scaler
 
 if TYPE_CHECKING:
-    from ..degradation import ScaleSpaceDegradation
+    from ..degradation import BlurDegradation, ScaleSpaceDegradation
 
 __all__ = ["Batching", "LossName", "TrainResult", "TrainState", "train"]
 
@@ -105,7 +105,7 @@ class TrainResult:
         save_directory: str | os.PathLike[str],
         *,
         scheduler: DDPMScheduler | None = None,
-        degradation: ScaleSpaceDegradation | None = None,
+        degradation: ScaleSpaceDegradation | BlurDegradation | None = None,
     ) -> Path:
         """Write the final EMA model as a pretrained folder (``config.json`` + weights).
 
