@@ -211,8 +211,8 @@ def degradation_config(degradation: ScaleSpaceDegradation | BlurDegradation) -> 
     :math:`10^{-10}`).
 
     Returns:
-        ``{"_class_name": "ScaleSpaceDegradation" | "BlurDegradation", <argument>:
-        <value>, ...}``.
+        ``{"_class_name": <class name>, <argument>: <value>, ...}``, the class name
+        ``"ScaleSpaceDegradation"`` or ``"BlurDegradation"``.
 
     Raises:
         TypeError: neither of the two classes.
