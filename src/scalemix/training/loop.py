@@ -136,33 +136,6 @@ def _batches(
             raise ValueError(f"unknown batching {batching!r}; accepted: {get_args(Batching)}")
 
 
-def _grad_clipper(params: list[nn.Parameter], max_norm: float) -> Callable[[], None]:
-    """``nn.utils.clip_grad_norm_(params, max_norm, foreach=True)`` as a function.
-
-    For parameters of one device and dtype it runs torch's ops (foreach norms, the norm
-    of their stack, ``max_norm / (norm + 1e-6)`` clamped at 1, a foreach multiply)
-    without regrouping the tensors on every call; otherwise it calls torch's function.
-    """
-    if len({(p.device, p.dtype) for p in params}) != 1 or params[0].device.type not in (
-        "cpu",
-        "cuda",
-    ):
-
-        def clip_any() -> None:
-            nn.utils.clip_grad_norm_(params, max_norm, foreach=True)
-
-        return clip_any
-
-    @torch.no_grad()
-    def clip() -> None:
-        grads = [p.grad for p in params if p.grad is not None]
-        if grads:
-            total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads, 2.0)), 2.0)
-            torch._foreach_mul_(grads, torch.clamp(max_norm / (total + 1e-6), max=1.0))
-
-    return clip
-
-
 def _check_positive(name: str, value: float, *, allow_zero: bool = False) -> None:
     ok = value >= 0 if allow_zero else value > 0
     if isinstance(value, bool) or not (math.isfinite(value) and ok):
@@ -318,7 +291,6 @@ def train(
         args = (model, ema, optimizer, lr_schedule, losses, generator)
         first += ckpt.restore(*args, batches, batching == "epoch", scaler)
     update_ema = ema_updater(ema, model)  # after a restore: it reads ema.n_averaged
-    clip_grads = None if grad_clip is None else _grad_clipper(params, float(grad_clip))
 
     model.train()
     start = time.perf_counter()
@@ -334,8 +306,8 @@ def train(
         torch.autograd.backward(loss_value if scaler is None else scaler.scale(loss_value))
         if scaler is not None:
             scaler.unscale_(optimizer)
-        if clip_grads is not None:
-            clip_grads()
+        if grad_clip is not None:
+            nn.utils.clip_grad_norm_(params, grad_clip, foreach=True)
         if scaler is None:
             optimizer.step()
         else:
