@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Literal, NamedTuple, Protocol, get_args
+from typing import Literal, get_args
 
 import torch
 from torch import Tensor
@@ -11,7 +11,8 @@ from torch import Tensor
 from . import solvers
 from ._utils import check_choice, check_finite, check_steps, progress_bar, randn
 from ._validation import check_model_dtype, shared_timesteps
-from .scheduler import DDPMScheduler, StepOutput
+from .scheduler import DDPMScheduler
+from .types import Denoiser, SamplingState, StepOutput
 
 __all__ = ["Denoiser", "SamplerName", "SamplingSpacing", "SamplingState", "sample"]
 
@@ -22,36 +23,6 @@ SamplerName = Literal["ddpm", "ddim", "euler", "heun", "dpmpp_2m", "dpmpp_2m_sde
 #: :func:`~scalemix.schedules.timestep_schedule`, or ``"logsnr"``
 #: (:func:`~scalemix.solvers.logsnr_timesteps`).
 SamplingSpacing = Literal["trailing", "leading", "linspace", "logsnr"]
-
-
-class Denoiser(Protocol):
-    """Anything that maps a noisy batch and its timesteps to a prediction.
-
-    ``model(x, t)`` with ``x`` of shape ``(b, ...)`` and ``t`` int64 of shape ``(b,)``
-    (the samplers pass one timestep for the whole batch as an expanded view, stride 0)
-    returns a tensor of the shape of ``x`` (noise, ``x0`` or ``v``, as the scheduler's
-    ``prediction_type`` says). Every ``torch.nn.Module`` with that forward qualifies.
-    """
-
-    def __call__(self, x: Tensor, t: Tensor, /) -> Tensor: ...
-
-
-class SamplingState(NamedTuple):
-    """What a sampling callback sees after each step.
-
-    Attributes:
-        step: step number, ``0 .. n-1``.
-        t: the timestep just denoised.
-        x_t: the sample at ``t``, shape ``(b, ...)``.
-        pred_original_sample: the model's :math:`\\hat x_0` at ``t``, shape ``(b, ...)``.
-        prev_sample: the new sample at the next timestep, shape ``(b, ...)``.
-    """
-
-    step: int
-    t: int
-    x_t: Tensor
-    pred_original_sample: Tensor
-    prev_sample: Tensor
 
 
 def _timesteps(scheduler: DDPMScheduler, steps: int | None, spacing: SamplingSpacing) -> list[int]:

@@ -16,7 +16,7 @@ Heun, DPM-Solver++) as pure functions in :mod:`scalemix.solvers`.
 
 from __future__ import annotations
 
-from typing import NamedTuple, get_args
+from typing import get_args
 
 import torch
 from torch import Tensor
@@ -41,6 +41,7 @@ from .schedules import (
     rescale_zero_terminal_snr,
     timestep_schedule,
 )
+from .types import Posterior, StepOutput
 
 __all__ = [
     "DDPMScheduler",
@@ -50,32 +51,6 @@ __all__ = [
     "TimestepSpacing",
     "VarianceType",
 ]
-
-
-class StepOutput(NamedTuple):
-    """Result of one reverse step.
-
-    Attributes:
-        prev_sample: :math:`x_{s}` for the target timestep ``s < t``, shape of ``x_t``.
-        pred_original_sample: the model's :math:`\\hat x_0`, shape of ``x_t``.
-    """
-
-    prev_sample: Tensor
-    pred_original_sample: Tensor
-
-
-class Posterior(NamedTuple):
-    r"""Mean and variance of :math:`q(x_{s} \mid x_t, x_0)`.
-
-    Attributes:
-        mean: shape of ``x_t``.
-        variance: shape ``(b, 1, ..., 1)`` (broadcasts against ``x_t``).
-        log_variance: :math:`\log \max(\text{variance}, 10^{-20})`, same shape.
-    """
-
-    mean: Tensor
-    variance: Tensor
-    log_variance: Tensor
 
 
 class DDPMScheduler:

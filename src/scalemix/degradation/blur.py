@@ -40,8 +40,8 @@ import math
 import torch
 from torch import Tensor
 
-from ..scheduler import StepOutput
 from ..schedules import BetaScheduleName, make_beta_schedule
+from ..types import StepOutput
 from ._checks import check_state, shared_timestep, timesteps_cpu
 from .ddim import SeparableSpectrum
 from .posterior import ReverseMethod, posterior_coefficients, reverse_step

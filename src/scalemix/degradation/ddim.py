@@ -50,7 +50,7 @@ import torch
 from torch import Tensor
 
 from .._utils import debug_check_finite, randn
-from ..scheduler import StepOutput
+from ..types import StepOutput
 from ._checks import check_state
 from .posterior import _step_pair, posterior_coefficients
 from .protocol import GaussianDegradation, LinearDegradation, apply_range, apply_range_adjoint

@@ -35,7 +35,7 @@ import torch
 from torch import Tensor
 
 from .._utils import assume_constant, check_choice, debug_check_finite, randn
-from ..scheduler import StepOutput
+from ..types import StepOutput
 from ._checks import check_state, shared_timestep
 from .lanczos import lanczos_function, power_iteration
 from .protocol import LinearDegradation, SupportsCovarianceRoot, apply_range, apply_range_adjoint

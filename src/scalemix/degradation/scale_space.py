@@ -26,8 +26,8 @@ import torch
 from torch import Tensor
 
 from .._utils import assume_constant
-from ..scheduler import StepOutput
 from ..schedules import BetaScheduleName, make_beta_schedule
+from ..types import StepOutput
 from ._checks import check_state, shared_timestep, timesteps_cpu
 from .ddim import SeparableSpectrum
 from .posterior import ReverseMethod, posterior_coefficients, reverse_step

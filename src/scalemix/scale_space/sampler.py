@@ -32,7 +32,7 @@ from ..degradation.ddim import _check_eta, _supports_ddim, ddim_step
 from ..degradation.posterior import ReverseMethod, reverse_step
 from ..degradation.protocol import LinearDegradation
 from ..degradation.respacing import Spacing, respaced_timesteps
-from ..sampling import SamplingState
+from ..types import SamplingState
 from .denoiser import ScaleSpaceDenoiser
 
 __all__ = ["FinalStep", "ScaleSpaceSamplerName", "scale_space_sample"]
