@@ -12,6 +12,7 @@ from __future__ import annotations
 from . import debug as debug
 from . import schedules as schedules
 from . import solvers as solvers
+from ._version import __version__ as __version__
 from .degradation import LinearDegradation as LinearDegradation
 from .degradation import ScaleSpaceDegradation as ScaleSpaceDegradation
 from .nn import DualScaleBlock as DualScaleBlock
@@ -33,8 +34,6 @@ from .scheduler import PredictionType as PredictionType
 from .scheduler import StepOutput as StepOutput
 from .scheduler import TimestepSpacing as TimestepSpacing
 from .scheduler import VarianceType as VarianceType
-
-__version__ = "0.1.0"
 
 __all__ = [
     "DDPMScheduler",
