@@ -48,7 +48,8 @@ import torch
 from torch import Tensor, nn
 
 from scalemix import FlexiUNet, ScaleSpaceDegradation, scale_space_sample
-from scalemix.degradation import dct_matrix, ddim_step, reverse_step
+from scalemix.degradation import ddim_step, reverse_step
+from scalemix.degradation.blur import dct_matrix
 from scalemix.metrics import gaussian_kl, kid_from_features
 
 F64 = torch.float64

@@ -26,7 +26,8 @@ import argparse
 import torch
 from torch.utils import benchmark
 
-from scalemix.degradation import ScaleSpaceDegradation, lanczos_covariance_root
+from scalemix.degradation import ScaleSpaceDegradation
+from scalemix.degradation.posterior import lanczos_covariance_root
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 

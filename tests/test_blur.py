@@ -12,10 +12,10 @@ from torch import Tensor
 from scalemix.degradation import (
     BlurDegradation,
     apply_range,
-    dct_matrix,
     posterior_mean,
     reverse_step,
 )
+from scalemix.degradation.blur import dct_matrix
 from scalemix.nn.flexi_unet import FlexiUNet
 from scalemix.scale_space import scale_space_loss_terms, scale_space_sample
 from scalemix.testing import check_linear_degradation

@@ -20,12 +20,11 @@ from scalemix.degradation import (
     change_steps,
     downsample,
     downsample_adjoint,
-    downsample_matrix,
-    downsample_spectrum,
     resolution_levels,
     resolution_schedule,
     respaced_timesteps,
 )
+from scalemix.degradation.resize import downsample_matrix, downsample_spectrum
 from scalemix.scheduler import DDPMScheduler
 
 F64 = torch.float64

@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 
 from conftest import idx_bytes
-from scalemix.datasets import FASHION_MNIST_ROOT, FashionMNIST, read_idx
+from scalemix.datasets import FashionMNIST, read_idx
+from scalemix.datasets.fashion_mnist import FASHION_MNIST_ROOT
 
 Writer = Callable[..., np.ndarray]
 

@@ -14,13 +14,12 @@ from scalemix.degradation import (
     GaussianDegradation,
     LinearDegradation,
     ScaleSpaceDegradation,
-    lanczos_covariance_root,
-    lanczos_function,
     posterior_coefficients,
     posterior_mean,
-    power_iteration,
     reverse_step,
 )
+from scalemix.degradation.lanczos import lanczos_function, power_iteration
+from scalemix.degradation.posterior import lanczos_covariance_root
 from scalemix.scheduler import DDPMScheduler
 from scalemix.schedules import linear_beta_schedule
 
@@ -308,7 +307,7 @@ def test_power_iteration_finds_lambda_max_of_downsample() -> None:
 
 
 def downsample_lam_max(n: int) -> float:
-    from scalemix.degradation import downsample_spectrum
+    from scalemix.degradation.resize import downsample_spectrum
 
     return float(downsample_spectrum(n).eigenvalues.max()) ** 2
 

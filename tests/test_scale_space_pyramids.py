@@ -21,14 +21,13 @@ from scalemix.degradation import (
     pyramid_sizes,
     resize,
     resize_adjoint,
-    resize_matrix,
-    resize_spectrum,
     resolution_schedule,
     respaced_timesteps,
     sigmoid_like,
     tanh_like,
     unet_level,
 )
+from scalemix.degradation.resize import resize_matrix, resize_spectrum
 
 F64 = torch.float64
 PAIRS = [(64, 40), (40, 24), (48, 32), (7, 5), (40, 28), (28, 20), (64, 32), (5, 7), (40, 64)]

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from . import images, toy2d
 from .fashion_mnist import FASHION_MNIST_CLASSES as FASHION_MNIST_CLASSES
-from .fashion_mnist import FASHION_MNIST_ROOT as FASHION_MNIST_ROOT
 from .fashion_mnist import FashionMNIST as FashionMNIST
 from .fashion_mnist import read_idx as read_idx
 from .images import CELEBA_LAYOUT as CELEBA_LAYOUT
@@ -22,24 +22,8 @@ from .toy2d import make_dataset as make_dataset
 from .toy2d import moons as moons
 from .toy2d import spiral as spiral
 
-__all__ = [
-    "CELEBA_LAYOUT",
-    "DATASET_NAMES",
-    "FASHION_MNIST_CLASSES",
-    "FASHION_MNIST_ROOT",
-    "CelebAFolder",
-    "CelebASplit",
-    "DatasetName",
-    "FashionMNIST",
-    "SyntheticImages",
-    "checkerboard",
-    "circle",
-    "datasaurus_dino_points",
-    "dino",
-    "eight_gaussians",
-    "line",
-    "make_dataset",
-    "moons",
-    "read_idx",
-    "spiral",
-]
+# The names of the modules' ``__all__``, less the machine path ``FASHION_MNIST_ROOT``
+# (import it from :mod:`scalemix.datasets.fashion_mnist`).
+__all__ = ["FASHION_MNIST_CLASSES", "FashionMNIST", "read_idx"]
+__all__ += images.__all__
+__all__ += toy2d.__all__

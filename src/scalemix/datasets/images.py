@@ -21,14 +21,11 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from .._utils import check_choice
-from .fashion_mnist import FASHION_MNIST_ROOT, FashionMNIST
 
 __all__ = [
     "CELEBA_LAYOUT",
-    "FASHION_MNIST_ROOT",
     "CelebAFolder",
     "CelebASplit",
-    "FashionMNIST",
     "SyntheticImages",
 ]
 

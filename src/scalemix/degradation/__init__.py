@@ -7,21 +7,22 @@
 :class:`BlurDegradation` blurs by heat dissipation (Rissanen et al., 2023).
 :func:`reverse_step` is the exact ancestral step of any of them, :func:`ddim_step`
 its DDIM family (deterministic at ``eta = 0``).
+
+The linear algebra behind them (dense resize and DCT matrices, the eigendecompositions
+of :math:`D^\\top D`, Lanczos and power iteration) is imported from its defining
+module: :mod:`scalemix.degradation.resize`, :mod:`~scalemix.degradation.blur`,
+:mod:`~scalemix.degradation.lanczos` and :mod:`~scalemix.degradation.posterior`.
 """
 
 from __future__ import annotations
 
 from .blur import BlurDegradation as BlurDegradation
-from .blur import dct_matrix as dct_matrix
 from .ddim import SeparableSpectrum as SeparableSpectrum
 from .ddim import SupportsGramSpectrum as SupportsGramSpectrum
 from .ddim import ddim_step as ddim_step
 from .ddim import gram_spectrum as gram_spectrum
-from .lanczos import lanczos_function as lanczos_function
-from .lanczos import power_iteration as power_iteration
 from .posterior import PosteriorCoefficients as PosteriorCoefficients
 from .posterior import ReverseMethod as ReverseMethod
-from .posterior import lanczos_covariance_root as lanczos_covariance_root
 from .posterior import posterior_coefficients as posterior_coefficients
 from .posterior import posterior_mean as posterior_mean
 from .posterior import reverse_step as reverse_step
@@ -33,15 +34,10 @@ from .protocol import apply_range_adjoint as apply_range_adjoint
 from .pyramid import Pyramid as Pyramid
 from .pyramid import pyramid_sizes as pyramid_sizes
 from .pyramid import unet_level as unet_level
-from .resize import DownsampleSpectrum as DownsampleSpectrum
 from .resize import downsample as downsample
 from .resize import downsample_adjoint as downsample_adjoint
-from .resize import downsample_matrix as downsample_matrix
-from .resize import downsample_spectrum as downsample_spectrum
 from .resize import resize as resize
 from .resize import resize_adjoint as resize_adjoint
-from .resize import resize_matrix as resize_matrix
-from .resize import resize_spectrum as resize_spectrum
 from .resolution import ResolutionScheduleName as ResolutionScheduleName
 from .resolution import level_schedule as level_schedule
 from .resolution import resolution_levels as resolution_levels
@@ -57,7 +53,6 @@ from .trainable import TrainableDegradation as TrainableDegradation
 
 __all__ = [
     "BlurDegradation",
-    "DownsampleSpectrum",
     "GaussianDegradation",
     "LinearDegradation",
     "PosteriorCoefficients",
@@ -73,25 +68,17 @@ __all__ = [
     "apply_range",
     "apply_range_adjoint",
     "change_steps",
-    "dct_matrix",
     "ddim_step",
     "downsample",
     "downsample_adjoint",
-    "downsample_matrix",
-    "downsample_spectrum",
     "even_timesteps",
     "gram_spectrum",
-    "lanczos_covariance_root",
-    "lanczos_function",
     "level_schedule",
     "posterior_coefficients",
     "posterior_mean",
-    "power_iteration",
     "pyramid_sizes",
     "resize",
     "resize_adjoint",
-    "resize_matrix",
-    "resize_spectrum",
     "resolution_levels",
     "resolution_schedule",
     "respaced_timesteps",
