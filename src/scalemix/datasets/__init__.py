@@ -5,6 +5,7 @@ from __future__ import annotations
 from . import images, toy2d
 from .fashion_mnist import FASHION_MNIST_CLASSES as FASHION_MNIST_CLASSES
 from .fashion_mnist import FashionMNIST as FashionMNIST
+from .fashion_mnist import FashionMNISTSplit as FashionMNISTSplit
 from .fashion_mnist import read_idx as read_idx
 from .images import CELEBA_LAYOUT as CELEBA_LAYOUT
 from .images import CelebAFolder as CelebAFolder
@@ -22,8 +23,8 @@ from .toy2d import make_dataset as make_dataset
 from .toy2d import moons as moons
 from .toy2d import spiral as spiral
 
-# The names of the modules' ``__all__``, less the machine path ``FASHION_MNIST_ROOT``
-# (import it from :mod:`scalemix.datasets.fashion_mnist`).
-__all__ = ["FASHION_MNIST_CLASSES", "FashionMNIST", "read_idx"]
+# The names of the modules' ``__all__``, less where the Fashion-MNIST files lie on disk
+# (``FASHION_MNIST_ROOT``, ``FASHION_MNIST_FILES``: import them from ``.fashion_mnist``).
+__all__ = ["FASHION_MNIST_CLASSES", "FashionMNIST", "FashionMNISTSplit", "read_idx"]
 __all__ += images.__all__
 __all__ += toy2d.__all__
