@@ -158,7 +158,7 @@ def _same_degradation(a: ScaleSpaceDegradation, b: ScaleSpaceDegradation) -> boo
 def _named_schedule(betas: torch.Tensor) -> dict[str, Any]:
     """``num_train_timesteps``, ``beta_schedule``, ``beta_start``, ``beta_end`` of betas."""
     from .interop import scheduler_to_diffusers_config
-    from .interop._diffusers_scheduler import BETA_SCHEDULE_NAMES
+    from ._diffusers_config import BETA_SCHEDULE_NAMES
     from .scheduler import DDPMScheduler
 
     process = scheduler_to_diffusers_config(DDPMScheduler(betas=betas))

@@ -13,7 +13,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from ..schedules import (
+from .schedules import (
     BetaScheduleName,
     alphas_cumprod_from_betas,
     cosine_beta_schedule,
