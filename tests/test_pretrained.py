@@ -514,7 +514,11 @@ def test_export_unwraps_and_rejects(tmp_path: Path) -> None:
     x, t = torch.randn(3, 2), torch.arange(3)
     with torch.no_grad():
         assert torch.equal(MLPDenoiser.from_pretrained(tmp_path / "avg")(x, t), model(x, t))
-    with pytest.raises(TypeError, match="Linear has no save_pretrained"):
+    with pytest.raises(
+        TypeError,
+        match=r"Linear cannot be saved .* no PretrainedMixin .* docs page 'Your own network', "
+        r"section 'Saving and loading your own network'",
+    ):
         export_pretrained(nn.Linear(2, 2), tmp_path / "x")
     with pytest.raises(TypeError, match="must be a training result"):
         export_pretrained("model", tmp_path / "x")

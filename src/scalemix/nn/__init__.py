@@ -1,7 +1,12 @@
-"""Neural-network building blocks: embeddings, gates, dual-scale blocks and denoisers."""
+"""Neural-network building blocks: embeddings, gates, dual-scale blocks and denoisers.
+
+:class:`PretrainedMixin` gives them, and any network of your own, ``save_pretrained``
+and ``from_pretrained``.
+"""
 
 from __future__ import annotations
 
+from ._pretrained import PretrainedMixin as PretrainedMixin
 from .batched import StackedLayout as StackedLayout
 from .batched import StackedLinear as StackedLinear
 from .dual_denoiser import DualScaleDenoiser as DualScaleDenoiser
@@ -34,6 +39,7 @@ __all__ = [
     "LearnedAffineUpscale",
     "MLPDenoiser",
     "MLPResidualBlock",
+    "PretrainedMixin",
     "ScaleUpscale",
     "SinusoidalEmbedding",
     "StackedLayout",

@@ -17,373 +17,164 @@ repository id and downloads, caches or reads offline). The mixin is not a base c
 the scalemix models, so that ``import scalemix`` does not need huggingface_hub: the
 methods of :class:`PretrainedMixin` import it when called, and a missing extra raises
 an ``ImportError`` naming ``pip install 'scalemix[hub]'``.
+
+Any network of your own saves the same way: subclass :class:`PretrainedMixin` and
+``torch.nn.Module``, annotate ``config: YourConfig`` with a frozen dataclass of JSON
+values, take that config as the constructor's one argument and keep it as
+``self.config`` (the page "Your own network").
 """
 
 from __future__ import annotations
 
-import functools
-import json
+import dataclasses
+import inspect
 import os
-from collections.abc import Callable, Mapping
+import typing
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
-from torch import nn
 from typing_extensions import Self
 
+from .._version import __version__
+from ..degradation import BlurDegradation, ScaleSpaceDegradation
+from ..scheduler import DDPMScheduler
+from ._config_json import FIELD_TYPES, Decoder, decode_arguments, field_decoder, write_json
+from ._hub_files import (
+    DEGRADATION_CONFIG_NAME,
+    SCHEDULER_CONFIG_NAME,
+    hub_io,
+    is_local,
+    require_hub,
+)
+from ._sidecars import degradation_config, scheduler_config
+
 if TYPE_CHECKING:
-    from ..degradation import BlurDegradation, ScaleSpaceDegradation
-    from ..scheduler import DDPMScheduler
+    from _typeshed import DataclassInstance
 
-__all__ = [
-    "CONFIG_NAME",
-    "DEGRADATION_CONFIG_NAME",
-    "SCHEDULER_CONFIG_NAME",
-    "WEIGHTS_NAME",
-    "PretrainedMixin",
-]
+__all__ = ["OWN_NETWORK_DOCS", "PretrainedMixin", "unsupported_model"]
 
-#: the model's constructor arguments (the mixin's file name)
-CONFIG_NAME = "config.json"
-#: the model's state dict (the mixin's file name)
-WEIGHTS_NAME = "model.safetensors"
-#: the diffusion process, as a diffusers scheduler config (diffusers' file name)
-SCHEDULER_CONFIG_NAME = "scheduler_config.json"
-#: the constructor arguments of a :class:`~scalemix.degradation.ScaleSpaceDegradation`
-DEGRADATION_CONFIG_NAME = "degradation_config.json"
-
-_META = ("_class_name", "_scalemix_version")
-
-Decoder = Callable[[str, Any], Any]
+#: where the docs explain how to make a network of one's own savable
+OWN_NETWORK_DOCS = (
+    "see the docs page 'Your own network', section 'Saving and loading your own network'"
+)
 
 
-def require_hub() -> None:
-    """Raise an ``ImportError`` naming the extra unless huggingface_hub and safetensors import."""
-    try:
-        import huggingface_hub  # noqa: F401
-        import safetensors  # noqa: F401
-    except ImportError as err:
-        raise ImportError(
-            "saving and loading pretrained models needs huggingface_hub and safetensors: "
-            "pip install 'scalemix[hub]'"
-        ) from err
-
-
-# ------------------------------------------------------------------ JSON decoding
-def as_int(name: str, value: Any) -> int:
-    """``value`` if it is a JSON integer, else a ``TypeError`` naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"config argument {name!r} must be an integer, got {value!r}")
-    return value
-
-
-def as_float(name: str, value: Any) -> float:
-    """``value`` as a float if it is a JSON number, else a ``TypeError`` naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"config argument {name!r} must be a number, got {value!r}")
-    return float(value)
-
-
-def as_bool(name: str, value: Any) -> bool:
-    """``value`` if it is a JSON boolean, else a ``TypeError`` naming ``name``."""
-    if not isinstance(value, bool):
-        raise TypeError(f"config argument {name!r} must be true or false, got {value!r}")
-    return value
-
-
-def as_str(name: str, value: Any) -> str:
-    """``value`` if it is a JSON string, else a ``TypeError`` naming ``name``."""
-    if not isinstance(value, str):
-        raise TypeError(f"config argument {name!r} must be a string, got {value!r}")
-    return value
-
-
-def as_int_tuple(name: str, value: Any) -> tuple[int, ...]:
-    """A JSON list of integers as a tuple, else a ``TypeError`` naming ``name``."""
-    if not isinstance(value, list):
-        raise TypeError(f"config argument {name!r} must be a list of integers, got {value!r}")
-    return tuple(as_int(f"{name}[{i}]", v) for i, v in enumerate(value))
-
-
-def as_int_map(name: str, value: Any) -> dict[int, int]:
-    """A JSON object ``{"40": 0}`` (keys: decimal integers) as ``{40: 0}``."""
-    if not isinstance(value, dict):
-        raise TypeError(f"config argument {name!r} must be an object, got {value!r}")
-    out: dict[int, int] = {}
-    for key, item in value.items():
-        if not (isinstance(key, str) and key.lstrip("-").isdecimal()):
-            raise TypeError(f"config argument {name!r} has a key {key!r} that is no integer")
-        out[int(key)] = as_int(f"{name}[{key}]", item)
-    return out
-
-
-def optional(decode: Decoder) -> Decoder:
-    """A decoder that accepts JSON ``null`` (``None``) besides what ``decode`` accepts."""
-
-    def inner(name: str, value: Any) -> Any:
-        return None if value is None else decode(name, value)
-
-    return inner
-
-
-def decode_arguments(
-    owner: str, config: Mapping[str, Any], fields: Mapping[str, Decoder], prefix: str = ""
-) -> dict[str, Any]:
-    """Check a config object of ``owner`` against its ``fields`` and decode it.
-
-    ``_class_name`` must be ``owner``; other keys must be fields (keys left out take
-    the constructor's defaults). Messages name an argument as ``prefix + key``.
-
-    Raises:
-        ValueError: a missing or different ``_class_name`` (naming both classes), or an
-            unknown argument (naming it and the accepted ones).
-        TypeError: a value of the wrong JSON type (naming the argument).
-    """
-    if not isinstance(config, Mapping):
-        raise TypeError(f"a {owner} config must be a JSON object, got {type(config).__name__}")
-    saved = config.get("_class_name")
-    if saved is None:
-        raise ValueError(
-            f"the config has no '_class_name', so it was not written by scalemix's "
-            f"save_pretrained; expected _class_name={owner!r}"
-        )
-    if saved != owner:
-        raise ValueError(
-            f"the config describes a {saved} (_class_name={saved!r}), not a {owner}; load "
-            f"it with {saved}.from_pretrained(...) instead of {owner}.from_pretrained(...)"
-        )
-    out: dict[str, Any] = {}
-    for key, value in config.items():
-        if key in _META:
-            continue
-        if key not in fields:
-            raise ValueError(
-                f"config argument {prefix + key!r} is not an argument of {owner}; accepted: "
-                f"{', '.join(sorted(fields))}"
-            )
-        out[key] = fields[key](prefix + key, value)
-    return out
-
-
-def module_config(module: nn.Module, name: str) -> dict[str, Any]:
-    """The config object of a nested module (a gate or an upscale) of a saved model."""
-    from .gate import TimestepGate
-    from .rescale import LearnedAffineUpscale, ScaleUpscale
-
-    if isinstance(module, TimestepGate):
-        network = module.network
-        hidden = cast(nn.Linear, network[0]).out_features if network is not None else 256
-        slope = 0.2
-        if network is not None and module.mode == "deep":
-            slope = float(cast(nn.LeakyReLU, network[1]).negative_slope)
-        return {
-            "_class_name": "TimestepGate",
-            "mode": module.mode,
-            "num_branches": module.num_branches,
-            "embedding_dim": module.embedding_dim,
-            "hidden_dim": hidden,
-            "time_scale": module.time_embedding.scale,
-            "negative_slope": slope,
-        }
-    if type(module) is LearnedAffineUpscale:
-        return {"_class_name": "LearnedAffineUpscale", "dim": module.dim}
-    if type(module) is ScaleUpscale:
-        return {"_class_name": "ScaleUpscale", "factor": module.factor}
-    raise TypeError(
-        f"save_pretrained cannot describe {name}={type(module).__name__} in config.json; "
-        "accepted: TimestepGate, LearnedAffineUpscale, ScaleUpscale"
+def unsupported_model(model: object, what: str) -> TypeError:
+    """The ``TypeError`` for a model that cannot be saved: what is wrong, and the docs."""
+    return TypeError(
+        f"{type(model).__name__} cannot be saved with save_pretrained: {what}. Subclass "
+        "scalemix.nn.PretrainedMixin, annotate 'config: YourConfig' with a frozen "
+        "dataclass of JSON values (int, float, bool, str, tuples of them, or None), take "
+        f"it as the constructor's one argument and keep it as self.config; {OWN_NETWORK_DOCS}"
     )
 
 
-_MODULE_FIELDS: dict[str, dict[str, Decoder]] = {
-    "TimestepGate": {
-        "mode": as_str,
-        "num_branches": as_int,
-        "embedding_dim": as_int,
-        "hidden_dim": as_int,
-        "time_scale": as_float,
-        "negative_slope": as_float,
-    },
-    "LearnedAffineUpscale": {"dim": as_int},
-    "ScaleUpscale": {"factor": as_float},
-}
+def _json_value(value: object) -> object:
+    """A dataclass field value as JSON (tuples as lists)."""
+    return [_json_value(v) for v in value] if isinstance(value, tuple) else value
 
 
-def build_module(name: str, value: Any) -> nn.Module:
-    """The nested module that :func:`module_config` describes, freshly initialised."""
-    from .gate import TimestepGate
-    from .rescale import LearnedAffineUpscale, ScaleUpscale
-
-    if not isinstance(value, dict):
-        raise TypeError(f"config argument {name!r} must be an object, got {value!r}")
-    kind = value.get("_class_name")
-    if kind not in _MODULE_FIELDS:
-        raise ValueError(
-            f"config argument {name!r} has _class_name={kind!r}; accepted: "
-            f"{', '.join(_MODULE_FIELDS)}"
-        )
-    kwargs = decode_arguments(kind, value, _MODULE_FIELDS[kind], prefix=f"{name}.")
-    if kind == "TimestepGate":
-        return TimestepGate(**kwargs)
-    if kind == "LearnedAffineUpscale":
-        return LearnedAffineUpscale(**kwargs)
-    return ScaleUpscale(**kwargs)
-
-
-# ------------------------------------------------------------------ files
-def _is_local(path_or_id: str | os.PathLike[str]) -> bool:
-    """Whether ``path_or_id`` names a local folder (else a Hub repository id).
-
-    A ``Path``, or a string that starts like a path (``/``, ``.``, ``~``), must be an
-    existing folder: it is never sent to the Hub.
-    """
-    text = os.fspath(path_or_id)
-    if os.path.isdir(text):
-        return True
-    if isinstance(path_or_id, os.PathLike) or text.startswith(("/", ".", "~", "\\")):
-        raise FileNotFoundError(f"no folder {text!r} (a saved model is a folder)")
-    return False
-
-
-def resolve_file(path_or_id: str | os.PathLike[str], filename: str, **hub: Any) -> str | None:
-    """The local path of ``filename`` in a saved folder or a Hub repository, or ``None``.
-
-    A local folder is read as it is (offline); a repository id is resolved by
-    :func:`huggingface_hub.hf_hub_download` with the keyword arguments ``hub``
-    (``revision``, ``cache_dir``, ``force_download``, ``local_files_only``, ``token``).
-    """
-    if _is_local(path_or_id):
-        path = os.path.join(os.fspath(path_or_id), filename)
-        return path if os.path.isfile(path) else None
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError
-
-    try:
-        cached: str = hf_hub_download(repo_id=os.fspath(path_or_id), filename=filename, **hub)
-    except EntryNotFoundError:
-        return None
-    return cached
-
-
-def read_json(path: str) -> dict[str, Any]:
-    """A JSON object from ``path`` (``ValueError`` naming the file if it is not one)."""
-    with open(path, encoding="utf-8") as f:
-        try:
-            value = json.load(f)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path} is not valid JSON: {err}") from err
-    if not isinstance(value, dict):
-        raise ValueError(f"{path} must hold a JSON object, got {type(value).__name__}")
-    return value
-
-
-def write_json(path: Path, value: Mapping[str, Any]) -> None:
-    """Write ``value`` as the mixin writes ``config.json`` (sorted keys, indent 2)."""
-    path.write_text(json.dumps(value, sort_keys=True, indent=2), encoding="utf-8")
-
-
-def _load_weights(model: nn.Module, path: str, map_location: str) -> None:
-    """Load ``model.safetensors`` into ``model`` strictly, in the file's floating dtype."""
-    import safetensors.torch
-    from safetensors import safe_open
-
-    with safe_open(path, framework="pt") as f:
-        dtypes = {f.get_slice(key).get_dtype() for key in f.keys()}  # noqa: SIM118
-    floating = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16"}
-    kinds = {floating[d] for d in dtypes if d in floating}
-    if len(kinds) == 1:
-        import torch
-
-        model.to(dtype=getattr(torch, kinds.pop()))
-    try:
-        safetensors.torch.load_model(model, path, strict=True, device=map_location)
-    except RuntimeError as err:
-        raise ValueError(
-            f"{path} does not hold the weights of the architecture in {CONFIG_NAME}: {err}"
-        ) from err
-
-
-@functools.cache
-def _hub_io() -> type[Any]:
-    """The ``PyTorchModelHubMixin`` class that saves and loads a wrapped scalemix model.
-
-    Built on first use, so that huggingface_hub is imported only then. The mixin saves
-    ``self.module``'s state dict (its ``_save_pretrained`` unwraps ``.module``) and the
-    config it is given; :meth:`_from_pretrained` builds the model from ``config.json``.
-    """
-    require_hub()
-    from huggingface_hub import PyTorchModelHubMixin
-
-    class HubModel(
-        PyTorchModelHubMixin,
-        library_name="scalemix",
-        tags=["scalemix", "diffusion"],
-        docs_url="https://scalemix.readthedocs.io",
-    ):
-        def __init__(self, module: nn.Module) -> None:
-            self.module = module
-
-        @classmethod
-        def _from_pretrained(  # type: ignore[override]
-            cls,
-            *,
-            model_id: str,
-            revision: str | None,
-            cache_dir: str | Path | None,
-            force_download: bool,
-            local_files_only: bool,
-            token: str | bool | None,
-            config: dict[str, Any] | None = None,
-            target: type[PretrainedMixin] | None = None,
-            map_location: str = "cpu",
-        ) -> HubModel:
-            if target is None:  # pragma: no cover - always passed by from_pretrained
-                raise ValueError("target must name the model class")
-            if config is None:
-                raise FileNotFoundError(
-                    f"{model_id!r} holds no {CONFIG_NAME}: it is not a folder written by "
-                    f"{target.__name__}.save_pretrained"
-                )
-            try:
-                model = target.from_config(config)
-            except (TypeError, ValueError) as err:
-                raise type(err)(f"{model_id}/{CONFIG_NAME}: {err}") from err
-            hub = {
-                "revision": revision,
-                "cache_dir": cache_dir,
-                "force_download": force_download,
-                "local_files_only": local_files_only,
-                "token": token,
-            }
-            weights = resolve_file(model_id, WEIGHTS_NAME, **hub)
-            if weights is None:
-                raise FileNotFoundError(f"{model_id!r} holds no {WEIGHTS_NAME}")
-            _load_weights(cast(nn.Module, model), weights, map_location)
-            cast(nn.Module, model).eval()
-            return cls(cast(nn.Module, model))
-
-    return HubModel
-
-
-# ------------------------------------------------------------------ the mixin
 class PretrainedMixin:
-    """``save_pretrained`` / ``from_pretrained`` of the scalemix models, in the mixin's format.
+    """``save_pretrained`` / ``from_pretrained`` in huggingface_hub's mixin format.
 
     A base of :class:`~scalemix.nn.MLPDenoiser`, :class:`~scalemix.nn.DualScaleDenoiser`
-    and :class:`~scalemix.nn.FlexiUNet`; the files are those of the module docstring.
-    A subclass lists its constructor arguments in ``_config_fields`` (name -> JSON
-    decoder) and returns their values in ``_constructor_config()``.
+    and :class:`~scalemix.nn.FlexiUNet`, and of any network of your own: declare its
+    configuration as a frozen :func:`dataclasses.dataclass` whose fields are ``int``,
+    ``float``, ``bool``, ``str``, ``tuple[X, ...]`` of these, or ``X | None``;
+    annotate the class ``config: YourConfig``; build the network from the config
+    alone (``YourNet(config)``) and keep it as ``self.config``:
+
+    .. code-block:: python
+
+        @dataclass(frozen=True)
+        class TinyConfig:
+            channels: int = 1
+            width: int = 16
+
+        class TinyNet(PretrainedMixin, nn.Module):
+            config: TinyConfig
+
+            def __init__(self, config: TinyConfig) -> None:
+                super().__init__()
+                self.config = config
+                ...
+
+    ``config.json`` then holds the dataclass fields (tuples as lists) and
+    :meth:`from_pretrained` rebuilds ``TinyNet(TinyConfig(**fields))`` and loads the
+    weights. The files are those of the module docstring; the page "Your own network"
+    has a complete example.
     """
 
-    _config_fields: ClassVar[Mapping[str, Decoder]]
+    #: the built-in models' decoders of their constructor arguments (internal; a
+    #: network of your own declares a dataclass ``config`` instead)
+    _config_fields: ClassVar[Mapping[str, Decoder] | None] = None
+
+    @classmethod
+    def _config_class(cls) -> type[DataclassInstance] | None:
+        """The frozen dataclass annotated as ``config`` on the class, or ``None``.
+
+        Raises:
+            TypeError: ``config`` is annotated with something that is not a frozen
+                dataclass (or an annotation that does not resolve).
+        """
+        for klass in cls.__mro__:
+            if "config" not in vars(klass).get("__annotations__", {}):
+                continue
+            try:
+                hint = inspect.get_annotations(klass, eval_str=True)["config"]
+            except Exception as err:
+                raise unsupported_model(
+                    cls, f"its annotation 'config' does not resolve ({err})"
+                ) from err
+            params = getattr(hint, "__dataclass_params__", None)
+            if not (isinstance(hint, type) and params is not None and params.frozen):
+                raise unsupported_model(
+                    cls, f"its 'config' is annotated {hint!r}, no frozen dataclass"
+                )
+            return cast("type[DataclassInstance]", hint)
+        return None
+
+    @classmethod
+    def _decoders(cls) -> Mapping[str, Decoder]:
+        """The JSON decoder of each constructor argument (or each config field)."""
+        if cls._config_fields is not None:
+            return cls._config_fields
+        config_cls = cls._config_class()
+        if config_cls is None:
+            raise unsupported_model(cls, "it declares no config")
+        hints = typing.get_type_hints(config_cls)
+        decoders: dict[str, Decoder] = {}
+        for field in dataclasses.fields(config_cls):
+            decoder = field_decoder(hints[field.name])
+            if decoder is None:
+                raise unsupported_model(
+                    cls,
+                    f"config field {field.name!r} has the type {hints[field.name]!r}; "
+                    f"accepted: {FIELD_TYPES}",
+                )
+            decoders[field.name] = decoder
+        return decoders
 
     def _constructor_config(self) -> dict[str, Any]:
-        raise NotImplementedError
+        """The constructor arguments as JSON values (the fields of ``self.config``)."""
+        decoders = type(self)._decoders()
+        config = getattr(self, "config", None)
+        config_cls = type(self)._config_class()
+        if config_cls is None or not isinstance(config, config_cls):
+            raise unsupported_model(
+                self,
+                f"self.config is a {type(config).__name__}, not the declared config class",
+            )
+        return {name: _json_value(getattr(config, name)) for name in decoders}
 
     @classmethod
     def _from_arguments(cls, arguments: dict[str, Any]) -> Self:
-        """Build the model from decoded constructor arguments."""
-        return cls(**arguments)
+        """Build the model from decoded constructor arguments (or config fields)."""
+        config_cls = None if cls._config_fields is not None else cls._config_class()
+        if config_cls is None:
+            return cls(**arguments)
+        return cls(config_cls(**arguments))  # type: ignore[call-arg]
 
     def pretrained_config(self) -> dict[str, Any]:
         """The JSON object :meth:`save_pretrained` writes to ``config.json``.
@@ -394,10 +185,8 @@ class PretrainedMixin:
 
         Raises:
             TypeError: a nested module that has no JSON description (e.g. a custom
-                ``upscale``), naming the argument.
+                ``upscale``), naming the argument, or a class with no declared config.
         """
-        from .. import __version__
-
         return {
             "_class_name": type(self).__name__,
             "_scalemix_version": __version__,
@@ -413,7 +202,7 @@ class PretrainedMixin:
                 (named, with the accepted ones), or values the constructor rejects.
             TypeError: an argument of the wrong JSON type (named).
         """
-        return cls._from_arguments(decode_arguments(cls.__name__, config, cls._config_fields))
+        return cls._from_arguments(decode_arguments(cls.__name__, config, cls._decoders()))
 
     def save_pretrained(
         self,
@@ -447,8 +236,6 @@ class PretrainedMixin:
             TypeError: a module or object that has no JSON description.
             ValueError: a scheduler or degradation that its constructor cannot rebuild.
         """
-        from ..hub import degradation_config, scheduler_config
-
         require_hub()
         config = self.pretrained_config()  # every check before the first file is written
         sidecars = {
@@ -458,7 +245,7 @@ class PretrainedMixin:
             ),
         }
         folder = Path(save_directory)
-        _hub_io()(self).save_pretrained(folder, config=config)
+        hub_io()(self).save_pretrained(folder, config=config)
         for name, value in sidecars.items():
             if value is None:
                 (folder / name).unlink(missing_ok=True)
@@ -506,8 +293,8 @@ class PretrainedMixin:
             TypeError: an argument of the wrong JSON type (named).
         """
         require_hub()
-        _is_local(pretrained_model_name_or_path)  # a path that is no folder: a clear error
-        hub_model = _hub_io().from_pretrained(
+        is_local(pretrained_model_name_or_path)  # a path that is no folder: a clear error
+        hub_model = hub_io().from_pretrained(
             os.fspath(pretrained_model_name_or_path),
             revision=revision,
             cache_dir=cache_dir,

@@ -38,23 +38,20 @@ from torch import Tensor, nn
 
 from .._utils import check_choice
 from .._validation import check_input_dtype, model_timesteps, timestep_batch
-from ._pretrained import (
-    Decoder,
-    PretrainedMixin,
-    as_float,
-    as_int,
-    build_module,
-    module_config,
-)
+from ._config_json import Decoder
+from ._module_config import build_module, module_config
+from ._pretrained import PretrainedMixin
 from .batched import StackedLinear
 from .dual_scale import DualScaleBlock
 from .embedding import SinusoidalEmbedding
 from .gate import TimestepGate
 from .mlp import (
+    MLP_CONFIG_FIELDS,
     MLPDenoiser,
     MLPResidualBlock,
     check_vector_inputs,
     check_widths,
+    mlp_config,
     no_grad_block_rows,
 )
 from .rescale import LearnedAffineUpscale
@@ -135,12 +132,7 @@ class DualScaleDenoiser(PretrainedMixin, nn.Module):
     """
 
     _config_fields: ClassVar[Mapping[str, Decoder]] = {
-        "embedding_dim": as_int,
-        "hidden_dim": as_int,
-        "num_blocks": as_int,
-        "input_dim": as_int,
-        "time_scale": as_float,
-        "coord_scale": as_float,
+        **MLP_CONFIG_FIELDS,
         "gate": build_module,
         "upscale": build_module,
     }
@@ -189,12 +181,7 @@ class DualScaleDenoiser(PretrainedMixin, nn.Module):
 
     def _constructor_config(self) -> dict[str, Any]:
         return {
-            "embedding_dim": self.embedding_dim,
-            "hidden_dim": self.hidden_dim,
-            "num_blocks": len(self.blocks),
-            "input_dim": self.input_dim,
-            "time_scale": self.time_embedding.scale,
-            "coord_scale": self.coord_embedding.scale,
+            **mlp_config(self),
             "gate": module_config(self.gate, "gate"),
             "upscale": module_config(self.upscale, "upscale"),
         }

@@ -23,10 +23,8 @@ from torch import Tensor, nn
 
 from scalemix._validation import check_input_dtype, model_timesteps
 from scalemix.degradation.pyramid import unet_level
-from scalemix.nn._flexi_checks import _validate_config, _validate_entry_levels
-from scalemix.nn._pretrained import (
+from scalemix.nn._config_json import (
     Decoder,
-    PretrainedMixin,
     as_bool,
     as_float,
     as_int,
@@ -34,6 +32,8 @@ from scalemix.nn._pretrained import (
     as_int_tuple,
     optional,
 )
+from scalemix.nn._flexi_checks import _validate_config, _validate_entry_levels
+from scalemix.nn._pretrained import PretrainedMixin
 from scalemix.nn.unet_blocks import (
     AttentionBlock,
     Downsample,

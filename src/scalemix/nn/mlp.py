@@ -14,13 +14,14 @@ concatenated, and passed through
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, ClassVar, cast
+from typing import Any, ClassVar, Protocol, cast
 
 import torch
 from torch import Tensor, nn
 
 from .._validation import check_input_dtype, model_timesteps
-from ._pretrained import Decoder, PretrainedMixin, as_float, as_int
+from ._config_json import Decoder, as_float, as_int
+from ._pretrained import PretrainedMixin
 from .embedding import SinusoidalEmbedding
 
 __all__ = ["MLPDenoiser", "MLPResidualBlock"]
@@ -80,6 +81,40 @@ def check_widths(embedding_dim: int, hidden_dim: int, num_blocks: int, input_dim
         raise ValueError(f"embedding_dim must be an even integer >= 4, got {embedding_dim}")
 
 
+#: the JSON decoders of the six size and scale arguments the 2D denoisers share
+MLP_CONFIG_FIELDS: Mapping[str, Decoder] = {
+    "embedding_dim": as_int,
+    "hidden_dim": as_int,
+    "num_blocks": as_int,
+    "input_dim": as_int,
+    "time_scale": as_float,
+    "coord_scale": as_float,
+}
+
+
+class _MLPSizes(Protocol):
+    """What :func:`mlp_config` reads of :class:`MLPDenoiser` and ``DualScaleDenoiser``."""
+
+    embedding_dim: int
+    hidden_dim: int
+    input_dim: int
+    blocks: nn.ModuleList
+    time_embedding: SinusoidalEmbedding
+    coord_embedding: SinusoidalEmbedding
+
+
+def mlp_config(model: _MLPSizes) -> dict[str, Any]:
+    """The values of :data:`MLP_CONFIG_FIELDS` for a 2D denoiser, for ``config.json``."""
+    return {
+        "embedding_dim": model.embedding_dim,
+        "hidden_dim": model.hidden_dim,
+        "num_blocks": len(model.blocks),
+        "input_dim": model.input_dim,
+        "time_scale": model.time_embedding.scale,
+        "coord_scale": model.coord_embedding.scale,
+    }
+
+
 class MLPResidualBlock(nn.Module):
     r"""Pre-activation residual layer :math:`h \mapsto h + W\,\operatorname{ReLU}(h) + b`.
 
@@ -123,14 +158,7 @@ class MLPDenoiser(PretrainedMixin, nn.Module):
         ValueError: non-positive sizes, odd ``embedding_dim``, or inputs of the wrong shape.
     """
 
-    _config_fields: ClassVar[Mapping[str, Decoder]] = {
-        "embedding_dim": as_int,
-        "hidden_dim": as_int,
-        "num_blocks": as_int,
-        "input_dim": as_int,
-        "time_scale": as_float,
-        "coord_scale": as_float,
-    }
+    _config_fields: ClassVar[Mapping[str, Decoder]] = MLP_CONFIG_FIELDS
 
     def __init__(
         self,
@@ -153,14 +181,7 @@ class MLPDenoiser(PretrainedMixin, nn.Module):
         self.output_layer = nn.Linear(hidden_dim, input_dim)
 
     def _constructor_config(self) -> dict[str, Any]:
-        return {
-            "embedding_dim": self.embedding_dim,
-            "hidden_dim": self.hidden_dim,
-            "num_blocks": len(self.blocks),
-            "input_dim": self.input_dim,
-            "time_scale": self.time_embedding.scale,
-            "coord_scale": self.coord_embedding.scale,
-        }
+        return mlp_config(self)
 
     def embed(self, x: Tensor, t: Tensor | int) -> Tensor:
         """The network input ``[e(x_1), ..., e(x_d), e(t)]``, shape ``(b, (d + 1) E)``."""
