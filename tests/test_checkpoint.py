@@ -170,7 +170,7 @@ def test_2d_loop_resumes_bit_for_bit(tmp_path: Path, batching: str, precision: s
 
         return train(
             model, scheduler, data, steps=16, batch_size=32, ema_every=3, loss="hybrid",
-            batching=batching, generator=torch.Generator().manual_seed(1), callbacks=[stop],
+            batching=batching, generator=torch.Generator().manual_seed(1), callback=stop,
             checkpoint_dir=out, checkpoint_every=5, precision=precision,
         )  # fmt: skip
 

@@ -95,7 +95,7 @@ def test_train_uses_the_warm_up_by_default() -> None:
         snapshots[state.step] = [p.detach().clone() for p in state.model.parameters()]
 
     torch.manual_seed(0)
-    result = train(Affine(), scheduler, data, steps=65, batch_size=32, callbacks=[record],
+    result = train(Affine(), scheduler, data, steps=65, batch_size=32, callback=record,
                    generator=torch.Generator().manual_seed(0))  # fmt: skip
     for got, want in zip(result.ema.parameters(), snapshots[60], strict=True):
         torch.testing.assert_close(got, want, rtol=0, atol=0)

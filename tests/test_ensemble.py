@@ -116,7 +116,7 @@ def test_ema_schedule_argument() -> None:
         ({"generators": [torch.Generator()]}, "generators must hold 2"),
         ({"data": _datasets(3)}, "data must be one tensor or 2"),
         ({"models": [_mlp(), _dual()]}, "differs from models"),
-        ({"steps": 0}, "steps must be a positive integer"),
+        ({"steps": 0}, "steps must be an int >= 1"),
         ({"loss": "l1"}, "loss"),
     ],
 )

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from scalemix.nn.dual_denoiser import DualScaleDenoiser
 from scalemix.nn.mlp import MLPDenoiser
 from scalemix.scheduler import DDPMScheduler
-from scalemix.training.loop import TrainState, train
+from scalemix.training import TrainConfig, TrainState, train
 from scalemix.training.losses import (
     draw_noise_and_timesteps,
     eps_mse_loss,
@@ -189,7 +189,7 @@ def test_ema_is_the_documented_average_and_lr_is_cosine(scheduler: DDPMScheduler
     steps, decay = 22, 0.9
     result = train(
         model, scheduler, data, steps=steps, batch_size=32, lr=1e-3, ema_decay=decay,
-        ema_every=4, ema_warmup=None, callbacks=[record],
+        ema_every=4, ema_warmup=None, callback=record,
         generator=torch.Generator().manual_seed(0),
     )  # fmt: skip
     expected = snapshots[4]  # the first update copies the weights

@@ -1,4 +1,12 @@
-"""Training: denoising losses and a small reusable training loop."""
+"""Training: denoising losses, three trainers sharing one kind of config and result.
+
+* :func:`train` (vector data in memory) and :func:`train_ensemble` (``N`` copies at
+  once) take a :class:`TrainConfig`; :func:`train_images` (a ``DataLoader``, any loss)
+  takes an :class:`ImageTrainConfig`. Both configs derive from :class:`BaseTrainConfig`.
+* Their results derive from :class:`TrainingResult`: ``ema``, ``losses``, ``seconds``
+  and ``export_pretrained``.
+* Each takes ``callback=``, a function or a sequence of functions of its per-step state.
+"""
 
 from __future__ import annotations
 
@@ -9,27 +17,24 @@ from .checkpoint import list_checkpoints as list_checkpoints
 from .checkpoint import load_checkpoint as load_checkpoint
 from .checkpoint import save_checkpoint as save_checkpoint
 from .checkpoint import verify_checkpoint as verify_checkpoint
+from .config import BaseTrainConfig as BaseTrainConfig
+from .config import Batching as Batching
+from .config import ImageTrainConfig as ImageTrainConfig
+from .config import LossName as LossName
+from .config import LRScheduleName as LRScheduleName
+from .config import TrainConfig as TrainConfig
+from .config import TrainSettings as TrainSettings
+from .config import lr_factor as lr_factor
 from .ema import MultiAvgFn as MultiAvgFn
 from .ema import ema_warmup_decay as ema_warmup_decay
 from .ema import make_ema as make_ema
 from .ema import warmup_ema_multi_avg_fn as warmup_ema_multi_avg_fn
-from .ensemble import EmaSchedule as EmaSchedule
-from .ensemble import EnsembleResult as EnsembleResult
-from .ensemble import periodic_ema as periodic_ema
-from .ensemble import train_ensemble as train_ensemble
-from .ensemble import warmup_ema as warmup_ema
-from .image_config import ImageTrainConfig as ImageTrainConfig
-from .image_config import LRScheduleName as LRScheduleName
-from .image_config import lr_factor as lr_factor
+from .ensemble_trainer import EmaSchedule as EmaSchedule
+from .ensemble_trainer import periodic_ema as periodic_ema
+from .ensemble_trainer import train_ensemble as train_ensemble
+from .ensemble_trainer import warmup_ema as warmup_ema
 from .image_trainer import ImageLoss as ImageLoss
-from .image_trainer import ImageTrainResult as ImageTrainResult
-from .image_trainer import ImageTrainState as ImageTrainState
 from .image_trainer import train_images as train_images
-from .loop import Batching as Batching
-from .loop import LossName as LossName
-from .loop import TrainResult as TrainResult
-from .loop import TrainState as TrainState
-from .loop import train as train
 from .losses import LossFn as LossFn
 from .losses import draw_noise_and_timesteps as draw_noise_and_timesteps
 from .losses import eps_mse_loss as eps_mse_loss
@@ -40,13 +45,27 @@ from .precision import Precision as Precision
 from .precision import autocast_context as autocast_context
 from .precision import compile_model as compile_model
 from .precision import grad_scaler as grad_scaler
+from .results import Callback as Callback
+from .results import EnsembleResult as EnsembleResult
+from .results import EnsembleState as EnsembleState
+from .results import ExportOptions as ExportOptions
+from .results import ImageTrainResult as ImageTrainResult
+from .results import ImageTrainState as ImageTrainState
+from .results import TrainingResult as TrainingResult
+from .results import TrainResult as TrainResult
+from .results import TrainState as TrainState
+from .vector_trainer import train as train
 
 __all__ = [
+    "BaseTrainConfig",
     "Batching",
+    "Callback",
     "Checkpoint",
     "CheckpointError",
     "EmaSchedule",
     "EnsembleResult",
+    "EnsembleState",
+    "ExportOptions",
     "ImageLoss",
     "ImageTrainConfig",
     "ImageTrainResult",
@@ -56,8 +75,11 @@ __all__ = [
     "LossName",
     "MultiAvgFn",
     "Precision",
+    "TrainConfig",
     "TrainResult",
+    "TrainSettings",
     "TrainState",
+    "TrainingResult",
     "autocast_context",
     "compile_model",
     "draw_noise_and_timesteps",

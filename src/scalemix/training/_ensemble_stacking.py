@@ -1,5 +1,6 @@
-"""Helpers of :func:`scalemix.training.train_ensemble`: stacking data and weights,
-per-copy gradient clipping, and copying the stacked weights back into modules."""
+"""Helpers of the ensemble trainer :func:`scalemix.training.train_ensemble`: stacking data
+and weights, per-copy gradient clipping, and copying the stacked weights back into
+modules."""
 
 from __future__ import annotations
 
@@ -53,8 +54,10 @@ def check_models(models: Sequence[nn.Module]) -> None:
             )
 
 
-def clip_per_copy(grads: list[Tensor], max_norm: float) -> None:
-    """Scale each copy's gradients so that their global norm is at most ``max_norm``."""
+def clip_per_copy(params: list[Tensor], max_norm: float) -> None:
+    """Scale each copy's gradients of the stacked ``params`` (leading axis ``N``) so that
+    their global norm is at most ``max_norm``."""
+    grads = [p.grad for p in params if p.grad is not None]
     norms = torch.stack([g.flatten(1).norm(dim=1) for g in grads], dim=1)  # (N, P)
     coef = (max_norm / (norms.norm(dim=1) + 1e-6)).clamp(max=1.0)  # (N,)
     for g in grads:

@@ -31,23 +31,32 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import get_args
+from functools import partial
 
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state, vmap
 from torch.optim.lr_scheduler import CosineAnnealingLR
+from typing_extensions import Unpack
 
-from .._utils import check_choice, check_finite, progress_bar
+from .._utils import check_finite, progress_bar
 from ..scheduler import DDPMScheduler
-from ._stacking import Wrap, check_models, clip_per_copy, stack_data, unstack, vmap_works
+from ._common import as_callbacks, backward, index_batches, optimizer_step
+from ._ensemble_stacking import (
+    Wrap,
+    check_models,
+    clip_per_copy,
+    stack_data,
+    unstack,
+    vmap_works,
+)
+from .config import LossName, TrainConfig, TrainSettings, resolve_config
 from .ema import ema_warmup_decay
-from .loop import Batching, LossName, _batches, check_settings
 from .losses import draw_noise_and_timesteps, vlb_term
-from .precision import Precision, autocast_context, compile_model, grad_scaler
+from .precision import autocast_context, compile_model, grad_scaler
+from .results import Callback, EnsembleResult, EnsembleState
 
-__all__ = ["EmaSchedule", "EnsembleResult", "periodic_ema", "train_ensemble", "warmup_ema"]
+__all__ = ["EmaSchedule", "periodic_ema", "train_ensemble", "warmup_ema"]
 
 EmaSchedule = Callable[[int], float | None]
 """``step -> decay``: ``None`` (no update after this step), ``0`` (copy) or a decay."""
@@ -97,109 +106,77 @@ def warmup_ema(decay: float, every: int, warmup: int = 100) -> EmaSchedule:
     return schedule
 
 
-@dataclass
-class EnsembleResult:
-    """The outcome of :func:`train_ensemble`.
-
-    Attributes:
-        models: the ``N`` trained models (the objects that were passed in).
-        ema_models: ``N`` copies holding the EMA weights, ready to sample with.
-        losses: float32 CPU tensor ``(N, steps)``, every copy's loss at every step.
-        seconds: wall-clock duration of the loop.
-        vectorized: whether the forward ran under ``vmap`` (else one copy at a time).
-    """
-
-    models: list[nn.Module]
-    ema_models: list[nn.Module]
-    losses: Tensor
-    seconds: float
-    vectorized: bool
+def _ema_schedule(config: TrainConfig, ema_schedule: EmaSchedule | None) -> EmaSchedule:
+    if ema_schedule is not None:
+        return ema_schedule
+    if config.ema_warmup is None:
+        return periodic_ema(config.ema_decay, config.ema_every)
+    return warmup_ema(config.ema_decay, config.ema_every, config.ema_warmup)
 
 
 def train_ensemble(
     models: Sequence[nn.Module],
     scheduler: DDPMScheduler,
     data: Tensor | Sequence[Tensor],
+    config: TrainConfig | None = None,
     *,
     generators: Sequence[torch.Generator],
-    steps: int,
-    batch_size: int = 256,
-    lr: float = 3e-4,
-    weight_decay: float = 1e-2,
-    grad_clip: float | None = 0.5,
-    ema_decay: float = 0.995,
-    ema_every: int = 10,
-    ema_warmup: int | None = 100,
     ema_schedule: EmaSchedule | None = None,
-    loss: LossName = "mse",
-    kl_weight: float = 0.1,
-    batching: Batching = "epoch",
     device: torch.device | str | None = None,
-    precision: Precision = "fp32",
-    compile: bool | str = False,
     progress: bool = False,
+    callback: Callback[EnsembleState] = None,
+    **settings: Unpack[TrainSettings],
 ) -> EnsembleResult:
     """Train ``N = len(models)`` copies at once (module docstring), each as ``train`` would.
+
+    Takes the :class:`~scalemix.training.TrainConfig` of
+    :func:`~scalemix.training.train` (or its fields as keywords), with two differences:
+    ``loss`` must be ``"mse"`` or ``"hybrid"``, and no checkpoints are written
+    (``checkpoint_every`` and ``keep_checkpoints`` are not used). ``compile`` compiles
+    the batched forward. With ``precision="fp16"`` a single gradient scaler serves all
+    copies: a step with a non-finite gradient in one copy is skipped for all.
 
     Args:
         models: ``N`` initialised models of one type and one set of parameter shapes;
             they receive the trained weights in place (and move to ``device``).
         scheduler: the diffusion process shared by all copies.
         data: one ``(n, ...)`` tensor shared by all copies, or ``N`` tensors of one shape.
+        config: the settings shared by all copies (``batch_size`` per copy).
         generators: ``N`` generators, copy ``k``'s only source of randomness, used in
             the order :func:`~scalemix.training.train` uses its generator.
-        steps: optimiser steps (> 0), also the cosine schedule's length.
-        batch_size: points per batch and copy.
-        lr: peak AdamW learning rate.
-        weight_decay: AdamW's decoupled weight decay.
-        grad_clip: maximum gradient norm of each copy, or ``None``.
-        ema_decay: EMA decay :math:`\\beta` (when ``ema_schedule`` is None).
-        ema_every: EMA period.
-        ema_warmup: the warm-up of :func:`warmup_ema`, as in ``train``; ``None`` for
-            :func:`periodic_ema` (a constant ``ema_decay``).
-        ema_schedule: an :data:`EmaSchedule` replacing the three settings above.
-        loss: ``"mse"`` or ``"hybrid"`` (with ``kl_weight``), as in ``train``.
-        kl_weight: :math:`\\lambda` of the hybrid loss.
-        batching: ``"epoch"`` or ``"replacement"``, as in ``train``.
+        ema_schedule: an :data:`EmaSchedule` replacing the config's ``ema_decay``,
+            ``ema_every`` and ``ema_warmup`` (default: :func:`warmup_ema`, or
+            :func:`periodic_ema` when ``ema_warmup`` is ``None``, as in ``train``).
         device: where to train; default: the device of ``models[0]``.
-        precision: ``"fp32"``, ``"bf16"`` or ``"fp16"``. With ``"fp16"`` a single
-            gradient scaler serves all copies: a step with a non-finite gradient in
-            one copy is skipped for all.
-        compile: ``True`` or a backend name to :func:`torch.compile` the batched forward.
         progress: show a tqdm progress bar.
+        callback: a function, or a sequence of functions, called with an
+            :class:`~scalemix.training.EnsembleState` after every step.
+        **settings: fields of :class:`~scalemix.training.TrainConfig`
+            (:class:`~scalemix.training.TrainSettings`), e.g. ``steps=1000``.
 
     Returns:
-        An :class:`EnsembleResult`; ``losses[k]`` equals ``train``'s ``losses`` of copy ``k``.
+        An :class:`~scalemix.training.EnsembleResult`; ``losses[k]`` equals ``train``'s
+        ``losses`` of copy ``k``.
 
     Raises:
+        TypeError: neither ``config`` nor ``steps`` given, or an unknown setting.
         ValueError: models of different types or shapes, ``len(generators) != N``,
-            invalid settings as in ``train``, or a loss that becomes NaN or infinite.
+            an invalid setting, a loss that is not a name, or a loss that becomes NaN or
+            infinite.
     """
+    hooks = as_callbacks(callback)
+    config = resolve_config(TrainConfig, config, settings, "train_ensemble")
     check_models(models)
     n = len(models)
     if len(generators) != n:
         raise ValueError(
             f"generators must hold {n} generators (one per model), got {len(generators)}"
         )
-    check_settings(
-        steps=steps,
-        batch_size=batch_size,
-        lr=lr,
-        weight_decay=weight_decay,
-        grad_clip=grad_clip,
-        ema_decay=ema_decay,
-        ema_every=ema_every,
-        ema_warmup=ema_warmup,
-        kl_weight=kl_weight,
-        batching=batching,
-    )
-    check_choice("loss", loss, get_args(LossName))
-    if ema_schedule is not None:
-        schedule = ema_schedule
-    elif ema_warmup is None:
-        schedule = periodic_ema(ema_decay, ema_every)
-    else:
-        schedule = warmup_ema(ema_decay, ema_every, ema_warmup)
+    loss = config.loss
+    if callable(loss):
+        raise ValueError(f"train_ensemble takes loss 'mse' or 'hybrid', got {loss!r}")
+    schedule = _ema_schedule(config, ema_schedule)
+    steps, ema_every, kl_weight = config.steps, config.ema_every, config.kl_weight
 
     first = next(iter(models[0].parameters()))
     target = torch.device(device) if device is not None else first.device
@@ -235,15 +212,19 @@ def train_ensemble(
 
     vectorized = vmap_works(call_one, params, buffers, data_stack[:, :2])
     forward: Callable[..., Tensor] = vmap(call_one) if vectorized else call_looped
-    if compile is not False:
-        forward = compile_model(Wrap(forward), compile)
+    if config.compile is not False:
+        forward = compile_model(Wrap(forward), config.compile)
 
     fused = target.type in ("cpu", "cuda")
-    optimizer = torch.optim.AdamW(plist, lr=lr, weight_decay=weight_decay, fused=fused)
+    optimizer = torch.optim.AdamW(
+        plist, lr=config.lr, weight_decay=config.weight_decay, fused=fused
+    )
     lr_schedule = CosineAnnealingLR(optimizer, T_max=steps)
-    amp = autocast_context(precision, target)
-    scaler = grad_scaler(precision, target)
-    batch_iters = [_batches(data_stack.shape[1], batch_size, batching, g) for g in generators]
+    amp = autocast_context(config.precision, target)
+    scaler = grad_scaler(config.precision, target)
+    size = config.batch_size
+    batch_iters = [index_batches(data_stack.shape[1], size, config.batching, g) for g in generators]
+    clip = None if config.grad_clip is None else partial(clip_per_copy, plist, config.grad_clip)
     losses = torch.zeros(n, steps, dtype=torch.float32, device=target)
 
     start = time.perf_counter()
@@ -256,18 +237,10 @@ def train_ensemble(
         t = torch.stack([d[1] for d in draws]).flatten(0, 1)
         with amp:
             loss_vec = _losses(forward, params, buffers, scheduler, x0, noise, t, loss, kl_weight)
+        step_lr = float(optimizer.param_groups[0]["lr"])
         optimizer.zero_grad(set_to_none=True)
-        total = loss_vec.sum()
-        torch.autograd.backward(total if scaler is None else scaler.scale(total))
-        if scaler is not None:
-            scaler.unscale_(optimizer)
-        if grad_clip is not None:
-            clip_per_copy([p.grad for p in plist if p.grad is not None], grad_clip)
-        if scaler is None:
-            optimizer.step()
-        else:
-            scaler.step(optimizer)
-            scaler.update()
+        backward(loss_vec.sum(), scaler)
+        optimizer_step(optimizer, scaler, clip)
         lr_schedule.step()
         decay = schedule(step)
         if decay is not None:
@@ -280,6 +253,10 @@ def train_ensemble(
         check = step % ema_every == 0 or step == steps
         if check and not bool(torch.isfinite(losses[:, step - 1]).all()):
             raise ValueError(f"a training loss became non-finite at step {step}")
+        if hooks:
+            state = EnsembleState(step, losses[:, step - 1], step_lr)
+            for hook in hooks:
+                hook(state)
     seconds = time.perf_counter() - start
     trained, averaged = unstack(models, states, ema_states, target)
     return EnsembleResult(trained, averaged, losses.cpu(), seconds, vectorized)

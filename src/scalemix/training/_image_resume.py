@@ -1,4 +1,5 @@
-"""Resumable pieces of the image trainer: the data stream and the RNG snapshots.
+"""Resumable pieces of the image trainer :func:`scalemix.training.train_images`: the data
+stream and the RNG snapshots.
 
 A ``DataLoader`` draws its order from up to three sources when an epoch starts: the
 sampler's own generator (``RandomSampler(generator=...)``), the loader's ``generator``
