@@ -16,7 +16,7 @@ diagonalises (:func:`resize_spectrum`).
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import NamedTuple
+from typing import NamedTuple, TypeAlias
 
 import torch
 import torch.nn.functional as F
@@ -35,6 +35,11 @@ __all__ = [
     "resize_matrix",
     "resize_spectrum",
 ]
+
+
+#: Where the matrices and spectra are returned, as ``Tensor.to`` takes it (``None``: the
+#: CPU, where they are cached).
+_Device: TypeAlias = torch.device | str | None
 
 
 def _check_pair(n_in: int, n_out: int) -> None:
@@ -118,16 +123,8 @@ def _resize64_cached(n: int, m: int) -> Tensor:
     return cols.reshape(n, m).T.contiguous()
 
 
-def _matrix64(n: int) -> Tensor:
-    return _resize64(n, n // 2)
-
-
 def resize_matrix(
-    n_in: int,
-    n_out: int,
-    *,
-    dtype: torch.dtype = torch.float64,
-    device: torch.device | str | None = None,
+    n_in: int, n_out: int, *, dtype: torch.dtype = torch.float64, device: _Device = None
 ) -> Tensor:
     r"""The 1-D matrix :math:`D` of the antialiased bilinear resize ``n_in -> n_out``.
 
@@ -168,7 +165,7 @@ def resize_adjoint(y: Tensor, n_in: int) -> Tensor:
 
 
 def downsample_matrix(
-    n: int, *, dtype: torch.dtype = torch.float64, device: torch.device | str | None = None
+    n: int, *, dtype: torch.dtype = torch.float64, device: _Device = None
 ) -> Tensor:
     r"""The 1-D matrix :math:`D` of the 2x antialiased bilinear downsample.
 
@@ -184,7 +181,7 @@ def downsample_matrix(
         Tensor of shape ``(n // 2, n)``; every row sums to 1.
     """
     _check_size(n)
-    return _matrix64(n).to(device=device, dtype=dtype)
+    return resize_matrix(n, n // 2, dtype=dtype, device=device)
 
 
 def downsample_adjoint(y: Tensor) -> Tensor:
@@ -230,16 +227,8 @@ def _resize_spectrum64_cached(n: int, m: int) -> DownsampleSpectrum:
     return DownsampleSpectrum(u, lam.clamp(min=0.0))
 
 
-def _spectrum64(n: int) -> DownsampleSpectrum:
-    return _resize_spectrum64(n, n // 2)
-
-
 def resize_spectrum(
-    n_in: int,
-    n_out: int,
-    *,
-    dtype: torch.dtype = torch.float64,
-    device: torch.device | str | None = None,
+    n_in: int, n_out: int, *, dtype: torch.dtype = torch.float64, device: _Device = None
 ) -> DownsampleSpectrum:
     r"""Eigendecomposition of :math:`D^\top D` (``n_in x n_in``) for the resize ``n_in -> n_out``.
 
@@ -261,7 +250,7 @@ def resize_spectrum(
 
 
 def downsample_spectrum(
-    n: int, *, dtype: torch.dtype = torch.float64, device: torch.device | str | None = None
+    n: int, *, dtype: torch.dtype = torch.float64, device: _Device = None
 ) -> DownsampleSpectrum:
     r"""Eigendecomposition of :math:`D^\top D` for the ``n -> n/2`` downsample.
 
@@ -275,8 +264,4 @@ def downsample_spectrum(
         device: device of the returned tensors.
     """
     _check_size(n)
-    spec = _spectrum64(n)
-    return DownsampleSpectrum(
-        spec.eigenvectors.to(device=device, dtype=dtype),
-        spec.eigenvalues.to(device=device, dtype=dtype),
-    )
+    return resize_spectrum(n, n // 2, dtype=dtype, device=device)
