@@ -79,6 +79,28 @@ class SupportsCovarianceRoot(Protocol):
         ...
 
 
+def _operator_steps(degradation: LinearDegradation, start: int, stop: int) -> range:
+    r"""The timesteps ``start + 1, ..., stop`` of the factors of :math:`D_{start+1:stop}`.
+
+    Args:
+        degradation: any :class:`LinearDegradation`.
+        start: timestep in ``[-1, T)``.
+        stop: timestep in ``[start, T)``.
+
+    Returns:
+        ``range(start + 1, stop + 1)``, ascending (empty for ``start = stop``).
+
+    Raises:
+        ValueError: unless ``-1 <= start <= stop < T``.
+    """
+    if not -1 <= start <= stop < degradation.num_train_timesteps:
+        raise ValueError(
+            f"need -1 <= start <= stop < {degradation.num_train_timesteps}, "
+            f"got start={start}, stop={stop}"
+        )
+    return range(start + 1, stop + 1)
+
+
 def apply_range(degradation: LinearDegradation, x: Tensor, start: int, stop: int) -> Tensor:
     r""":math:`D_{start+1:stop}\,x = D_{stop} \cdots D_{start+1} x` (identity if equal).
 
@@ -91,12 +113,7 @@ def apply_range(degradation: LinearDegradation, x: Tensor, start: int, stop: int
     Returns:
         State at ``stop``, shape ``(b, c, *spatial_shape(stop))``.
     """
-    if not -1 <= start <= stop < degradation.num_train_timesteps:
-        raise ValueError(
-            f"need -1 <= start <= stop < {degradation.num_train_timesteps}, "
-            f"got start={start}, stop={stop}"
-        )
-    for k in range(start + 1, stop + 1):
+    for k in _operator_steps(degradation, start, stop):
         x = degradation.apply(x, k)
     return x
 
@@ -104,21 +121,18 @@ def apply_range(degradation: LinearDegradation, x: Tensor, start: int, stop: int
 def apply_range_adjoint(degradation: LinearDegradation, y: Tensor, start: int, stop: int) -> Tensor:
     r""":math:`D_{start+1:stop}^\top\,y = D_{start+1}^\top \cdots D_{stop}^\top y`.
 
+    The adjoint of :func:`apply_range`.
+
     Args:
         degradation: any :class:`LinearDegradation`.
         y: state at ``stop``, shape ``(b, c, *spatial_shape(stop))``.
-        start: timestep in ``[-1, T)``.
-        stop: timestep in ``[start, T)``.
+        start: as in :func:`apply_range`.
+        stop: as in :func:`apply_range`.
 
     Returns:
         Shape ``(b, c, *spatial_shape(start))``.
     """
-    if not -1 <= start <= stop < degradation.num_train_timesteps:
-        raise ValueError(
-            f"need -1 <= start <= stop < {degradation.num_train_timesteps}, "
-            f"got start={start}, stop={stop}"
-        )
-    for k in range(stop, start, -1):
+    for k in reversed(_operator_steps(degradation, start, stop)):
         y = degradation.apply_adjoint(y, k)
     return y
 
