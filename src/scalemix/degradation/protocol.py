@@ -21,11 +21,11 @@ import math
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
-import torch
 from torch import Tensor
 
-from ..schedules import BetaScheduleName, make_beta_schedule
+from ..schedules import BetaScheduleName
 from ._checks import check_state, shared_timestep
+from .noise_schedule import NoiseSchedule
 
 __all__ = [
     "GaussianDegradation",
@@ -137,11 +137,13 @@ def apply_range_adjoint(degradation: LinearDegradation, y: Tensor, start: int, s
     return y
 
 
-class GaussianDegradation:
+class GaussianDegradation(NoiseSchedule):
     r"""The DDPM forward process as a :class:`LinearDegradation`: :math:`D_t = I`.
 
     :math:`x_t = \sqrt{\bar\alpha_t}\,x_0 + \sqrt{1-\bar\alpha_t}\,\epsilon` (Ho et al.,
-    2020, eq. 4); its reverse step is exactly the DDPM posterior.
+    2020, eq. 4); its reverse step is exactly the DDPM posterior. The schedule
+    (``betas``, ``alphas_cumprod``, ``snr``) comes from
+    :class:`~scalemix.degradation.noise_schedule.NoiseSchedule`.
 
     Args:
         spatial_shape: trailing shape of the data after ``(b, c)``, e.g. ``(64, 64)``.
@@ -163,20 +165,7 @@ class GaussianDegradation:
         if any(s < 1 for s in shape):
             raise ValueError(f"spatial_shape must hold positive sizes, got {shape}")
         self._shape = shape
-        self.betas: Tensor = make_beta_schedule(
-            beta_schedule, num_train_timesteps, beta_start, beta_end
-        )
-        self._abar: Tensor = torch.cumprod(1.0 - self.betas, dim=0)
-
-    @property
-    def num_train_timesteps(self) -> int:
-        """``T``."""
-        return int(self.betas.numel())
-
-    @property
-    def alphas_cumprod(self) -> Tensor:
-        r""":math:`\bar\alpha_t`, float64 ``(T,)``."""
-        return self._abar
+        super().__init__(beta_schedule, num_train_timesteps, beta_start, beta_end)
 
     def spatial_shape(self, t: int) -> tuple[int, ...]:
         """The fixed data shape, for every ``t`` in ``[-1, T)``."""
