@@ -39,12 +39,14 @@ import math
 
 import torch
 from torch import Tensor
+from typing_extensions import Unpack
 
-from ..schedules import BetaScheduleName, make_beta_schedule
+from ..schedules import BetaScheduleName
 from ..types import StepOutput
 from ._checks import check_state, shared_timestep, timesteps_cpu
 from .ddim import SeparableSpectrum
-from .posterior import ReverseMethod, posterior_coefficients, reverse_step
+from .noise_schedule import NoiseSchedule
+from .posterior import ReverseStepOptions, posterior_coefficients, reverse_step
 from .respacing import respaced_timesteps
 
 __all__ = ["BlurDegradation", "dct_matrix"]
@@ -66,7 +68,7 @@ def dct_matrix(n: int, dtype: torch.dtype = torch.float64) -> Tensor:
     return c.to(dtype)
 
 
-class BlurDegradation:
+class BlurDegradation(NoiseSchedule):
     r"""Heat-dissipation blur plus Gaussian noise (module docstring).
 
     Implements :class:`~scalemix.degradation.LinearDegradation` and
@@ -110,11 +112,8 @@ class BlurDegradation:
                 f"blur_sigma_min={blur_sigma_min}, blur_sigma_max={sigma_max}"
             )
         self.image_size: int = image_size
-        self.betas: Tensor = make_beta_schedule(
-            beta_schedule, num_train_timesteps, beta_start, beta_end
-        )
-        self._abar: Tensor = torch.cumprod(1.0 - self.betas, dim=0)
-        T = int(self.betas.numel())
+        super().__init__(beta_schedule, num_train_timesteps, beta_start, beta_end)
+        T = self.num_train_timesteps
         frac = torch.arange(T, dtype=torch.float64) / max(T - 1, 1)
         sigma = blur_sigma_min * (sigma_max / blur_sigma_min) ** frac
         #: :math:`\sigma_B(t)` in pixels, float64 ``(T,)``
@@ -132,22 +131,6 @@ class BlurDegradation:
         self.change_steps: tuple[int, ...] = ()
 
     # ------------------------------------------------------------------ schedule
-    @property
-    def num_train_timesteps(self) -> int:
-        """``T``."""
-        return int(self._abar.numel())
-
-    @property
-    def alphas_cumprod(self) -> Tensor:
-        r""":math:`\bar\alpha_t`, float64 ``(T,)``."""
-        return self._abar
-
-    def snr(self, t: Tensor | int) -> Tensor:
-        r""":math:`\mathrm{SNR}_t = \bar\alpha_t / (1 - \bar\alpha_t)`, float64 of ``t``'s shape."""
-        tt = self._timesteps(t, None, allow_clean=False)
-        abar = self._abar[tt]
-        return abar / (1.0 - abar)
-
     def resolution(self, t: Tensor | int) -> int:
         """``image_size`` for every shared timestep in ``[-1, T)``."""
         shared_timestep(t, None, self.num_train_timesteps, allow_clean=True)
@@ -276,32 +259,15 @@ class BlurDegradation:
         return SeparableSpectrum(self._dct.T, torch.exp(-2.0 * self.eigenvalues * dtau))
 
     def reverse_step(
-        self,
-        x0_pred: Tensor,
-        t: Tensor | int,
-        x_t: Tensor,
-        *,
-        prev_t: Tensor | int | None = None,
-        method: ReverseMethod = "exact",
-        generator: torch.Generator | None = None,
-        noise: Tensor | None = None,
-        clip_sample: float | None = None,
+        self, x0_pred: Tensor, t: Tensor | int, x_t: Tensor, **options: Unpack[ReverseStepOptions]
     ) -> StepOutput:
         """One ancestral step; see :func:`scalemix.degradation.reverse_step`.
 
-        ``x0_pred`` (:math:`\\approx D_{0:s} x_0`) and ``x_t`` have shape ``(b, c, N, N)``.
+        ``x0_pred`` (:math:`\\approx D_{0:s} x_0`) and ``x_t`` have shape ``(b, c, N, N)``;
+        ``options`` are its keyword arguments, see
+        :class:`~scalemix.degradation.posterior.ReverseStepOptions`.
         """
-        return reverse_step(
-            self,
-            x0_pred,
-            t,
-            x_t,
-            prev_t=prev_t,
-            method=method,
-            generator=generator,
-            noise=noise,
-            clip_sample=clip_sample,
-        )
+        return reverse_step(self, x0_pred, t, x_t, **options)
 
     def __repr__(self) -> str:
         return (

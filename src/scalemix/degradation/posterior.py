@@ -29,7 +29,7 @@ which is exactly the DDPM posterior when :math:`M = I`. :math:`\Sigma` is PSD if
 from __future__ import annotations
 
 import math
-from typing import Literal, NamedTuple, get_args
+from typing import Literal, NamedTuple, TypedDict, get_args
 
 import torch
 from torch import Tensor
@@ -43,6 +43,7 @@ from .protocol import LinearDegradation, SupportsCovarianceRoot, apply_range, ap
 __all__ = [
     "PosteriorCoefficients",
     "ReverseMethod",
+    "ReverseStepOptions",
     "lanczos_covariance_root",
     "posterior_coefficients",
     "posterior_mean",
@@ -50,6 +51,20 @@ __all__ = [
 ]
 
 ReverseMethod = Literal["exact", "lanczos", "isotropic"]
+
+
+class ReverseStepOptions(TypedDict, total=False):
+    """The keyword arguments that a degradation's ``reverse_step`` method passes on.
+
+    They are those of :func:`reverse_step` (where they are documented) except
+    ``lanczos_iterations``.
+    """
+
+    prev_t: Tensor | int | None
+    method: ReverseMethod
+    generator: torch.Generator | None
+    noise: Tensor | None
+    clip_sample: float | None
 
 
 class PosteriorCoefficients(NamedTuple):

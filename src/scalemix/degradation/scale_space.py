@@ -24,15 +24,17 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor
+from typing_extensions import Unpack
 
 from .._utils import assume_constant
-from ..schedules import BetaScheduleName, make_beta_schedule
+from ..schedules import BetaScheduleName
 from ..types import StepOutput
 from ._checks import check_state, shared_timestep, timesteps_cpu
 from .ddim import SeparableSpectrum
-from .posterior import ReverseMethod, posterior_coefficients, reverse_step
+from .noise_schedule import NoiseSchedule
+from .posterior import ReverseStepOptions, posterior_coefficients, reverse_step
 from .pyramid import Pyramid, _make_pyramid
-from .resize import resize, resize_adjoint, resize_spectrum
+from .resize import DownsampleSpectrum, resize, resize_adjoint, resize_spectrum
 from .resolution import ResolutionScheduleName
 from .resolution import resolution_schedule as _resolution_table
 from .respacing import Spacing, respaced_timesteps
@@ -59,7 +61,7 @@ def _max_eigenvalue(n_in: int, n_out: int) -> float:
     return float(resize_spectrum(n_in, n_out, dtype=torch.float64).eigenvalues.max())
 
 
-class ScaleSpaceDegradation:
+class ScaleSpaceDegradation(NoiseSchedule):
     r"""The Scale Space Diffusion forward process and its exact reverse step.
 
     Implements :class:`~scalemix.degradation.LinearDegradation` and
@@ -120,10 +122,7 @@ class ScaleSpaceDegradation:
         self.resolutions: tuple[int, ...] = pyramid.sizes[::-1]
         self.num_levels: int = num_levels
         self.factor: float = float(factor)
-        self.betas: Tensor = make_beta_schedule(
-            beta_schedule, num_train_timesteps, beta_start, beta_end
-        )
-        self._abar: Tensor = torch.cumprod(1.0 - self.betas, dim=0)
+        super().__init__(beta_schedule, num_train_timesteps, beta_start, beta_end)
         self.resolution_schedule: ResolutionScheduleName = resolution_schedule
         self.gamma: float = gamma
         table = _resolution_table(
@@ -143,21 +142,6 @@ class ScaleSpaceDegradation:
         )
 
     # ------------------------------------------------------------------ schedule
-    @property
-    def num_train_timesteps(self) -> int:
-        """``T``."""
-        return len(self._res)
-
-    @property
-    def alphas_cumprod(self) -> Tensor:
-        r""":math:`\bar\alpha_t`, float64 ``(T,)``."""
-        return self._abar
-
-    def snr(self, t: Tensor | int) -> Tensor:
-        r""":math:`\mathrm{SNR}_t = \bar\alpha_t / (1 - \bar\alpha_t)`, float64 of ``t``'s shape."""
-        abar = self._abar[timesteps_cpu(t, None, self.num_train_timesteps)]
-        return abar / (1.0 - abar)
-
     def resolution(self, t: Tensor | int) -> int:
         """:math:`r(t)` for a shared timestep ``t`` in ``[-1, T)`` (``r(-1) = image_size``)."""
         s = shared_timestep(t, None, self.num_train_timesteps, allow_clean=True)
@@ -310,19 +294,9 @@ class ScaleSpaceDegradation:
         kappa = co.rho * co.c**2
         if r_s == r_t:
             return (co.sigma_s * math.sqrt(max(1.0 - kappa, 0.0))) * xi
-        if self.resolutions.index(r_s) != self.resolutions.index(r_t) + 1:
-            raise ValueError(
-                f"the closed form covers one resolution change per step; t={t} "
-                f"(r={r_t}) -> prev_t={prev_t} (r={r_s}) spans more: use "
-                "degradation.timesteps() for respacing or method='lanczos'"
-            )
-        lam_max = _max_eigenvalue(r_s, r_t)
-        if kappa * lam_max**2 >= 1.0:
-            raise ValueError(
-                f"the reverse covariance of t={t} -> prev_t={prev_t} is not PSD: "
-                f"rho c^2 max(lam)^2 = {kappa * lam_max**2:.4f} >= 1"
-            )
-        spec = resize_spectrum(r_s, r_t, dtype=torch.float64)  # cached, a graph constant
+        spec = self._change_spectrum(
+            t, prev_t, kappa, "degradation.timesteps() for respacing or method='lanczos'"
+        )
         lam = spec.eigenvalues
         scale = (1.0 - kappa * lam[:, None] * lam[None, :]).clamp(min=0.0).sqrt()
         work = _compute_dtype(xi)
@@ -354,53 +328,67 @@ class ScaleSpaceDegradation:
         r_t, r_s = self.resolution(t), self.resolution(prev_t)
         if r_s == r_t:
             return SeparableSpectrum(None, torch.ones((), dtype=torch.float64))
+        kappa = co.rho * co.c**2
+        spec = self._change_spectrum(t, prev_t, kappa, "degradation.timesteps() for respacing")
+        lam = spec.eigenvalues
+        return SeparableSpectrum(spec.eigenvectors, lam[:, None] * lam[None, :])
+
+    def _change_spectrum(
+        self, t: int, prev_t: int, kappa: float, alternatives: str
+    ) -> DownsampleSpectrum:
+        r"""The spectrum of :math:`D^\top D` of a step ``t -> prev_t`` that changes resolution.
+
+        The closed forms of :meth:`covariance_root` and :meth:`gram_spectrum` need
+        :math:`M = D_{s+1:t}` to be one resize :math:`D` (from :math:`r(s)` down to
+        :math:`r(t)`, the next pyramid size) and
+        :math:`\Sigma = \sigma_s^2 (I - \kappa M^\top M)` to be PSD, i.e.
+        :math:`\kappa \max\lambda^2 < 1` for the eigenvalues :math:`\lambda` of
+        :math:`D^\top D`; this checks both.
+
+        Args:
+            t: timestep in ``[0, T)``.
+            prev_t: ``s`` in ``[-1, t)`` with :math:`r(s) \ne r(t)`.
+            kappa: :math:`\kappa = \rho c^2` of the step.
+            alternatives: what the error for a step over several levels suggests instead.
+
+        Returns:
+            The cached float64 eigendecomposition (:func:`~scalemix.degradation.resize_spectrum`
+            of ``r(s) -> r(t)``): eigenvectors ``(r(s), r(s))``, eigenvalues ``(r(s),)``.
+
+        Raises:
+            ValueError: ``r(s)`` is not the pyramid size just above ``r(t)``, or
+                :math:`\kappa \max\lambda^2 \ge 1`.
+        """
+        r_t, r_s = self.resolution(t), self.resolution(prev_t)
         if self.resolutions.index(r_s) != self.resolutions.index(r_t) + 1:
             raise ValueError(
                 f"the closed form covers one resolution change per step; t={t} "
-                f"(r={r_t}) -> prev_t={prev_t} (r={r_s}) spans more: use "
-                "degradation.timesteps() for respacing"
+                f"(r={r_t}) -> prev_t={prev_t} (r={r_s}) spans more: use {alternatives}"
             )
         lam_max = _max_eigenvalue(r_s, r_t)
-        kappa = co.rho * co.c**2
         if kappa * lam_max**2 >= 1.0:
             raise ValueError(
                 f"the reverse covariance of t={t} -> prev_t={prev_t} is not PSD: "
                 f"rho c^2 max(lam)^2 = {kappa * lam_max**2:.4f} >= 1"
             )
-        spec = resize_spectrum(r_s, r_t, dtype=torch.float64)  # cached, a graph constant
-        lam = spec.eigenvalues
-        return SeparableSpectrum(spec.eigenvectors, lam[:, None] * lam[None, :])
+        return resize_spectrum(r_s, r_t, dtype=torch.float64)  # cached, a graph constant
 
     def reverse_step(
-        self,
-        x0_pred: Tensor,
-        t: Tensor | int,
-        x_t: Tensor,
-        *,
-        prev_t: Tensor | int | None = None,
-        method: ReverseMethod = "exact",
-        generator: torch.Generator | None = None,
-        noise: Tensor | None = None,
-        clip_sample: float | None = None,
+        self, x0_pred: Tensor, t: Tensor | int, x_t: Tensor, **options: Unpack[ReverseStepOptions]
     ) -> StepOutput:
         """One ancestral step; see :func:`scalemix.degradation.reverse_step`.
 
-        ``x0_pred`` has shape ``(b, c, r(s), r(s))`` and ``x_t`` ``(b, c, r(t), r(t))``.
-        Half-precision (float16, bfloat16) inputs are stepped in float32 and the outputs
+        ``x0_pred`` has shape ``(b, c, r(s), r(s))`` and ``x_t`` ``(b, c, r(t), r(t))``;
+        ``options`` are the function's keyword arguments, see
+        :class:`~scalemix.degradation.posterior.ReverseStepOptions`. Half-precision
+        (float16, bfloat16) inputs (``noise`` too) are stepped in float32 and the outputs
         returned in ``x_t``'s dtype.
         """
         work = _compute_dtype(x_t)
-        out = reverse_step(
-            self,
-            x0_pred.to(work),
-            t,
-            x_t.to(work),
-            prev_t=prev_t,
-            method=method,
-            generator=generator,
-            noise=None if noise is None else noise.to(work),
-            clip_sample=clip_sample,
-        )
+        noise = options.get("noise")
+        if noise is not None:
+            options["noise"] = noise.to(work)
+        out = reverse_step(self, x0_pred.to(work), t, x_t.to(work), **options)
         return StepOutput(*(v.to(x_t.dtype) for v in out))
 
     def __repr__(self) -> str:
