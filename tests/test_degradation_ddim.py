@@ -187,6 +187,7 @@ def test_one_level_ddim_sampler_is_ddim(eta: float) -> None:
             model,
             deg,
             2,
+            channels=3,
             steps=15,
             sampler="ddim",
             eta=eta,

@@ -27,6 +27,7 @@ class TinyDenoiser(nn.Module):
 
     def __init__(self, channels: int = 3) -> None:
         super().__init__()
+        self.in_channels = channels
         gen = torch.Generator().manual_seed(0)
         self.conv = nn.Conv2d(channels, channels, 3, padding=1)
         with torch.no_grad():
@@ -270,7 +271,7 @@ def test_upsample_top_level_variant() -> None:
         return inner(x, t, out_size)
 
     gen = torch.Generator().manual_seed(0)
-    scale_space_sample(model, deg, 1, steps=5, generator=gen, upsample_top_level=True)
+    scale_space_sample(model, deg, 1, channels=3, steps=5, generator=gen, upsample_top_level=True)
     c_top, c_low = deg.change_steps
     by_t = {t: (size, out) for t, size, out in calls}
     assert by_t[c_top] == (16, 16)  # into full size: upsampled, resolution-preserving
@@ -300,7 +301,7 @@ def test_plugged_in_operator_uses_the_generic_path() -> None:
 def test_sampler_bad_input() -> None:
     deg = ScaleSpaceDegradation(16, 3)
     with pytest.raises(ValueError, match="expected shape"):
-        scale_space_sample(lambda x, t, out_size=None: x, deg, 2, steps=3)
+        scale_space_sample(lambda x, t, out_size=None: x, deg, 2, channels=3, steps=3)
     with pytest.raises(ValueError, match="batch_size"):
         scale_space_sample(TinyDenoiser(), deg, 0)
     with pytest.raises(ValueError, match="x_T must have shape"):
@@ -315,6 +316,8 @@ def test_sampler_bad_input() -> None:
 def test_non_finite_model_output_raises_once_at_the_end(bad: float) -> None:
     class Broken(nn.Module):
         """Finite except for one pixel of one item at one timestep."""
+
+        in_channels = 3
 
         def forward(self, x: Tensor, t: Tensor, out_size: int | None = None) -> Tensor:
             out = TinyDenoiser()(x, t, out_size)

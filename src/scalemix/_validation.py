@@ -14,10 +14,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ._utils import debug_check_finite
+from ._utils import check_floating, debug_check_finite
 
 __all__ = [
     "check_input_dtype",
+    "check_like",
     "check_model_dtype",
     "model_timesteps",
     "shared_timesteps",
@@ -114,3 +115,18 @@ def shared_timesteps(t: int, batch: int, device: torch.device | str) -> Tensor:
     Models may read the zero stride as "compute the time-only work once".
     """
     return torch.full((1,), t, dtype=torch.long, device=device).expand(batch)
+
+
+def check_like(name: str, a: Tensor, x: Tensor, x_name: str = "x_t") -> Tensor:
+    """Check ``x`` (floating, ``(b, ...)``) and ``a`` (floating, ``x``'s shape); return ``a``
+    cast to ``x``'s dtype, the dtype the scheduler's methods return."""
+    check_floating(x_name, x)
+    if x.ndim < 1:
+        raise ValueError(f"{x_name} must have shape (b, ...), got a 0-d tensor")
+    check_floating(name, a)
+    if a.shape != x.shape:
+        raise ValueError(
+            f"{name} must have the shape of {x_name} {tuple(x.shape)}, got {tuple(a.shape)}"
+        )
+    debug_check_finite(name, a)
+    return a.to(x.dtype)

@@ -1,64 +1,148 @@
-"""Reverse-process samplers for any ``model(x, t)`` and a :class:`DDPMScheduler`."""
+r"""One sampling entry point, :func:`sample`, for every diffusion process of scalemix."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Literal, get_args
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal, get_args
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from . import solvers
-from ._utils import check_choice, check_finite, check_steps, progress_bar, randn
+from ._utils import check_choice, check_finite, check_steps, randn
 from ._validation import check_model_dtype, shared_timesteps
+from .degradation.ddim import supports_ddim
+from .degradation.posterior import ReverseMethod
+from .degradation.protocol import LinearDegradation
+from .degradation.respacing import respaced_timesteps
+from .samplers import SAMPLERS, Denoise, SamplerName, SamplerOptions
 from .scheduler import DDPMScheduler
-from .types import Denoiser, SamplingState, StepOutput
+from .schedules import Spacing
+from .types import Denoiser, SamplingState
 
-__all__ = ["Denoiser", "SamplerName", "SamplingSpacing", "SamplingState", "sample"]
+__all__ = ["Denoiser", "FinalStep", "SamplerName", "SamplingSpacing", "SamplingState", "sample"]
 
-#: The reverse-process update of :func:`sample`: ancestral DDPM, DDIM, Euler and Heun
-#: in the noise level of Karras et al. (2022), or DPM-Solver++ (2M).
-SamplerName = Literal["ddpm", "ddim", "euler", "heun", "dpmpp_2m", "dpmpp_2m_sde"]
-#: Timestep placement of :func:`sample`: the three spacings of
-#: :func:`~scalemix.schedules.timestep_schedule`, or ``"logsnr"``
-#: (:func:`~scalemix.solvers.logsnr_timesteps`).
-SamplingSpacing = Literal["trailing", "leading", "linspace", "logsnr"]
-
-
-def _timesteps(scheduler: DDPMScheduler, steps: int | None, spacing: SamplingSpacing) -> list[int]:
-    check_choice("spacing", spacing, get_args(SamplingSpacing))
-    if spacing == "logsnr":
-        n = scheduler.num_train_timesteps if steps is None else steps
-        return solvers.logsnr_timesteps(scheduler.alphas_cumprod, n).tolist()
-    return scheduler.timesteps(steps, spacing).tolist()
+#: The same literal as :data:`scalemix.schedules.Spacing` (its former name here).
+SamplingSpacing = Spacing
+#: The last step of a linear degradation's sampler (see :func:`sample`).
+FinalStep = Literal["x0_prediction", "reference"]
+_GAUSSIAN_ONLY = ("euler", "heun", "dpmpp_2m", "dpmpp_2m_sde")
 
 
-def _heun_step(
-    model: Denoiser, scheduler: DDPMScheduler, out: Tensor, t: Tensor, x: Tensor, prev: int
-) -> StepOutput:
-    """Euler to ``prev``, then (unless ``prev`` is clean data) Heun's correction with a
-    second model call at the Euler point (Karras et al., 2022, Algorithm 1)."""
-    _, x0, abar_t, abar_s = scheduler._step_inputs(out, t, x, prev)
-    x_euler = solvers.euler_update(x0, x, abar_t, abar_s)
-    if prev < 0:
-        return StepOutput(x_euler, x0)
-    s_batch = shared_timesteps(prev, x.shape[0], x.device)
-    out_s = scheduler._check_pair("model_output", model(x_euler, s_batch), x_euler)
-    x0_euler = scheduler._x0_hat(out_s, x_euler, abar_s)
-    return StepOutput(solvers.heun_update(x0, x, abar_t, abar_s, x_euler, x0_euler), x0)
+def _check_options(
+    process: object,
+    sampler: str,
+    eta: float,
+    threshold: object,
+    method: str,
+    clip_sample: object,
+    degradation_only: Mapping[str, bool],
+) -> None:
+    """Entry-point validation of the settings of :func:`sample` against the process."""
+    check_choice("sampler", sampler, get_args(SamplerName))
+    check_choice("method", method, get_args(ReverseMethod))
+    if sampler != "ddim" and eta != 0.0:
+        raise ValueError("eta only applies to sampler='ddim'; use sampler='ddim' with eta")
+    if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not eta >= 0.0:
+        raise ValueError(f"eta must be a float >= 0, got {eta!r}")
+    if threshold is not None and (
+        sampler not in ("dpmpp_2m", "dpmpp_2m_sde")
+        or not isinstance(threshold, solvers.DynamicThreshold)
+    ):
+        raise ValueError(
+            "threshold must be None or a scalemix.solvers.DynamicThreshold, and applies "
+            f"to sampler='dpmpp_2m' or 'dpmpp_2m_sde' only; got {threshold!r} with "
+            f"sampler={sampler!r}"
+        )
+    if isinstance(process, DDPMScheduler):
+        given = [name for name, set_ in degradation_only.items() if set_]
+        if given:
+            raise ValueError(
+                f"{', '.join(given)} apply to a linear degradation, not to a DDPMScheduler "
+                "(which clips x0 as its own clip_sample says: DDPMScheduler(clip_sample=...))"
+            )
+        return
+    if not isinstance(process, LinearDegradation):
+        raise TypeError(
+            "process must be a scalemix.DDPMScheduler or a LinearDegradation (e.g. a "
+            f"ScaleSpaceDegradation), got {type(process).__name__}"
+        )
+    if sampler in _GAUSSIAN_ONLY:
+        raise ValueError(
+            f"sampler={sampler!r} is a Gaussian ODE/SDE solver; a {type(process).__name__} "
+            "samples with sampler='ddpm' (ancestral) or 'ddim'"
+        )
+    if clip_sample is not None and not (isinstance(clip_sample, float | int) and clip_sample > 0):
+        raise ValueError(f"clip_sample must be None or a positive float, got {clip_sample!r}")
+    if sampler == "ddim":
+        if eta > 1.0:
+            raise ValueError(f"eta must be a float in [0, 1] for a linear degradation, got {eta}")
+        if method != "exact":
+            raise ValueError(
+                f"method={method!r} chooses the ancestral step's covariance root; "
+                "sampler='ddim' has its own closed form (leave method='exact')"
+            )
+        if not supports_ddim(process):
+            raise TypeError(
+                f"sampler='ddim' needs the spectrum of D^T D in closed form (a "
+                f"gram_spectrum method), which {type(process).__name__} does not provide; "
+                "use sampler='ddpm' with method='lanczos'"
+            )
+
+
+def _denoiser(
+    model: Callable[..., Tensor],
+    process: DDPMScheduler | LinearDegradation,
+    shape: tuple[int, ...],
+    dtype: torch.dtype,
+    model_kwargs: Mapping[str, Any],
+    upsample_top_level: bool,
+) -> Denoise:
+    """``denoise(x, t, s)``: the model called on one shared timestep, with
+    ``model_kwargs`` (and, for a linear degradation, ``out_size`` of ``s`` and the
+    prediction checked for shape and cast to the state's dtype)."""
+    b = shape[0]
+    if isinstance(process, DDPMScheduler):
+
+        def gaussian(x: Tensor, t: int, s: int) -> Tensor:
+            return model(x, shared_timesteps(t, b, x.device), **model_kwargs)
+
+        return gaussian
+    degradation, full = process, tuple(shape[2:])
+
+    def scale_space(x: Tensor, t: int, s: int) -> Tensor:
+        s_shape = degradation.spatial_shape(s)
+        x_in = x
+        if upsample_top_level and s_shape == full != tuple(x.shape[2:]):
+            x_in = F.interpolate(x, size=s_shape, mode="bilinear", align_corners=False)
+        t_batch = shared_timesteps(t, b, x.device)
+        x0 = model(x_in.to(dtype), t_batch, out_size=int(s_shape[-1]), **model_kwargs)
+        expected = (b, shape[1], *s_shape)
+        if not isinstance(x0, Tensor) or tuple(x0.shape) != expected:
+            got = tuple(x0.shape) if isinstance(x0, Tensor) else type(x0)
+            raise ValueError(f"the model returned {got} at t={t}; expected shape {expected}")
+        return x0.to(x.dtype)
+
+    return scale_space
 
 
 @torch.no_grad()
 def sample(
-    model: Denoiser,
-    scheduler: DDPMScheduler,
+    model: Callable[..., Tensor],
+    process: DDPMScheduler | LinearDegradation,
     shape: Sequence[int],
     *,
-    steps: int | None = None,
     sampler: SamplerName = "ddpm",
+    steps: int | None = None,
+    spacing: Spacing = "trailing",
     eta: float = 0.0,
-    spacing: SamplingSpacing = "trailing",
+    model_kwargs: Mapping[str, Any] | None = None,
     threshold: solvers.DynamicThreshold | None = None,
+    method: ReverseMethod = "exact",
+    clip_sample: float | Literal["default"] | None = "default",
+    upsample_top_level: bool = False,
+    final_step: FinalStep = "x0_prediction",
     generator: torch.Generator | None = None,
     progress: bool = False,
     callback: Callable[[SamplingState], None] | None = None,
@@ -66,132 +150,159 @@ def sample(
     dtype: torch.dtype = torch.float32,
     x_T: Tensor | None = None,
 ) -> Tensor:
-    r"""Run the reverse process from :math:`x_T \sim \mathcal N(0, I)` to :math:`x_0`.
+    r"""Run the reverse process of ``process`` from noise to data.
 
-    The timesteps are ``scheduler.timesteps(steps, spacing)`` (or, for
-    ``spacing="logsnr"``, :func:`~scalemix.solvers.logsnr_timesteps`); step ``i`` goes
-    from ``ts[i]`` to ``ts[i + 1]`` (the last one to clean data) with
+    ``process`` is a :class:`~scalemix.DDPMScheduler` (the model predicts noise,
+    :math:`x_0` or :math:`v` as its ``prediction_type`` says; ``model(x, t,
+    **model_kwargs)``) or any :class:`~scalemix.degradation.LinearDegradation`, e.g. a
+    :class:`~scalemix.ScaleSpaceDegradation` or a
+    :class:`~scalemix.degradation.BlurDegradation` (the model predicts :math:`x_0` at the
+    resolution of the next timestep: ``model(x, t, out_size=r, **model_kwargs)``, the
+    :class:`~scalemix.types.ScaleSpaceDenoiser` contract).
 
-    * ``"ddpm"``: the ancestral update :meth:`DDPMScheduler.step` (Ho et al. 2020,
-      Algorithm 2, strided as in Nichol & Dhariwal 2021);
-    * ``"ddim"``: :meth:`DDPMScheduler.ddim_step` (Song et al. 2021, with ``eta``);
-    * ``"euler"``: Euler in the noise level :math:`\sigma/\alpha` of Karras et al.
-      (2022) (:func:`~scalemix.solvers.euler_update`; the same map as DDIM, ``eta=0``);
-    * ``"heun"``: Heun's method of Karras et al. (2022), Algorithm 1 (two model calls per
-      step except the last, ``2 * steps - 1`` calls in all);
-    * ``"dpmpp_2m"``: the multistep DPM-Solver++ (2M) of Lu et al. (2022)
-      (:meth:`DDPMScheduler.dpmpp_2m_step`), first order on the first and on the last
-      step; the last step returns the model's :math:`\hat x_0`;
-    * ``"dpmpp_2m_sde"``: its stochastic form, the SDE-DPM-Solver++ (2M)
-      (``dpmpp_2m_step(..., sde=True)``): second-order ancestral sampling, which
-      converges to the same samples as ``"ddpm"`` with fewer steps.
+    The timesteps are ``process.timesteps(steps, spacing)`` for a scheduler and
+    :func:`~scalemix.degradation.respaced_timesteps` (the same grid plus every
+    resolution change) for a degradation; step ``i`` goes from ``ts[i]`` to ``ts[i + 1]``
+    and the last to clean data. The update is the sampler of that name in
+    :mod:`scalemix.samplers`:
 
-    Every sampler except ``"heun"`` calls the model once per step.
+    * ``"ddpm"``: ancestral sampling (Ho et al. 2020, Algorithm 2), for every process
+      (formerly ``"ancestral"`` in :func:`~scalemix.scale_space.scale_space_sample`);
+    * ``"ddim"``: DDIM with ``eta`` (Song et al. 2021), for every process with a
+      closed-form step (``eta`` in ``[0, 1]`` for a degradation; 1 is ancestral);
+    * ``"euler"``, ``"heun"`` (Karras et al. 2022; ``2 * steps - 1`` model calls),
+      ``"dpmpp_2m"`` and ``"dpmpp_2m_sde"`` (Lu et al. 2022): Gaussian solvers, for a
+      :class:`~scalemix.DDPMScheduler` only.
+
+    Every sampler except ``"heun"`` calls the model once per step. Noise comes from
+    ``generator`` in a fixed order (:math:`x_T` first, then per step), so the same seed
+    gives the same samples.
 
     Args:
-        model: a :class:`Denoiser`, called as ``model(x, t)``.
-        scheduler: the diffusion the model was trained on.
-        shape: output shape ``(b, ...)``.
-        steps: number of reverse steps (default: every training timestep).
-        sampler: ``"ddpm"``, ``"ddim"``, ``"euler"``, ``"heun"``, ``"dpmpp_2m"`` or
-            ``"dpmpp_2m_sde"``.
-        eta: DDIM noise scale (``0`` deterministic; ``1`` is ancestral DDPM).
-        spacing: ``"trailing"``, ``"leading"``, ``"linspace"`` (see
-            :meth:`DDPMScheduler.timesteps`) or ``"logsnr"`` (evenly spaced in
-            log-SNR, as Lu et al. 2022 recommend for few steps).
-        threshold: :class:`~scalemix.solvers.DynamicThreshold` for
-            :math:`\hat x_0` (the ``"dpmpp_2m"`` samplers only).
-        generator: source of all noise (initial and per step); same seed, same output.
+        model: the denoiser (see above); any callable, e.g. a ``torch.nn.Module``.
+        process: the forward process the model was trained on.
+        shape: the shape of the samples, ``(b, ...)``; for a degradation
+            ``(b, c, *process.spatial_shape(-1))`` (full resolution).
+        sampler: one of :data:`~scalemix.samplers.SamplerName`.
+        steps: number of reverse steps (``None``: every timestep); a degradation adds
+            its resolution-change steps to them.
+        spacing: ``"trailing"`` (default), ``"leading"``, ``"linspace"``, ``"even"``
+            (the SSD reference's) or ``"logsnr"``
+            (:func:`~scalemix.schedules.timestep_schedule`).
+        eta: DDIM noise scale (``sampler="ddim"`` only).
+        model_kwargs: extra keyword arguments of every model call, e.g. conditioning
+            tensors of batch size ``b``.
+        threshold: :class:`~scalemix.solvers.DynamicThreshold` for :math:`\hat x_0`
+            (the ``"dpmpp_2m"`` samplers only).
+        method: covariance root of the ancestral step of a degradation: ``"exact"``,
+            ``"lanczos"`` or ``"isotropic"`` (see :func:`~scalemix.degradation.reverse_step`).
+        clip_sample: clamp of :math:`\hat x_0` for a degradation (``"default"``: 1.0,
+            as the paper; ``None``: none). A scheduler clips as its own ``clip_sample``.
+        upsample_top_level: (degradation) the SSD reference's convention: on the step
+            into full resolution the model gets :math:`x_t` upsampled bilinearly to full
+            size; train with the same flag.
+        final_step: (degradation) ``"x0_prediction"``: the last step goes to clean
+            data and returns the clipped :math:`\hat x_0`; ``"reference"``: the SSD
+            reference's, which returns the state at the last kept timestep (``t = 0``
+            with ``spacing="even"``) with its remaining noise.
+        generator: source of all noise.
         progress: show a tqdm progress bar (needs the ``examples`` extra).
-        callback: called with a :class:`SamplingState` after every step.
+        callback: called with a :class:`~scalemix.types.SamplingState` after every step
+            (for a degradation, shapes change with the resolution).
         device: device of the samples (default: the generator's device, else CPU).
-        dtype: dtype of the samples.
-        x_T: optional starting noise of shape ``shape``.
+        dtype: dtype of the samples and of the model's input (a degradation keeps its
+            state and steps in float32 when this is float16 or bfloat16).
+        x_T: optional starting noise, of shape ``shape`` (a degradation: of the
+            first timestep's resolution).
 
     Returns:
         Samples of shape ``shape``.
 
     Raises:
-        ValueError: bad ``shape``, ``sampler``, ``spacing``, ``eta``, ``threshold`` or
-            ``x_T``, or a NaN/inf in ``x_T``; and, after the loop, a NaN/inf anywhere in
-            the result (one check per call, which names the model's class; run the call
-            inside :func:`scalemix.debug.check_values` to find the step that made it).
-        TypeError: ``dtype`` differs from the floating dtype of the parameters of a
-            ``torch.nn.Module`` model.
+        ValueError: a bad ``shape``, ``sampler`` (a Gaussian solver for a degradation),
+            ``spacing``, ``steps``, ``eta``, ``threshold`` or ``x_T``, degradation-only
+            settings given with a scheduler, a model output of the wrong shape, or
+            NaN/inf in ``x_T`` or, after the loop, anywhere in the samples (one check
+            per call; run inside :func:`scalemix.debug.check_values` to find the step).
+        TypeError: ``dtype`` differs from the parameters of a ``torch.nn.Module`` model,
+            an unknown kind of process, or ``"ddim"`` on a degradation without a
+            closed-form spectrum.
     """
-    check_choice("sampler", sampler, get_args(SamplerName))
-    check_choice("spacing", spacing, get_args(SamplingSpacing))
-    check_steps(steps, scheduler.num_train_timesteps)
+    check_choice("spacing", spacing, get_args(Spacing))
+    check_choice("final_step", final_step, get_args(FinalStep))
+    _check_options(
+        process,
+        sampler,
+        eta,
+        threshold,
+        method,
+        None if clip_sample == "default" else clip_sample,
+        {
+            "method": method != "exact",
+            "clip_sample": clip_sample != "default",
+            "upsample_top_level": upsample_top_level,
+            "final_step": final_step != "x0_prediction",
+        },
+    )
+    steps = check_steps(steps, process.num_train_timesteps)
     shape = tuple(int(s) for s in shape)
     if len(shape) < 1 or any(s < 1 for s in shape):
         raise ValueError(f"shape must be a non-empty sequence of positive ints, got {shape}")
-    if sampler != "ddim" and eta != 0.0:
-        raise ValueError("eta only applies to sampler='ddim'; use sampler='ddim' with eta")
-    if threshold is not None and (
-        sampler not in ("dpmpp_2m", "dpmpp_2m_sde")
-        or not isinstance(threshold, solvers.DynamicThreshold)
-    ):
-        raise ValueError(
-            "threshold must be None or a scalemix.solvers.DynamicThreshold, and applies "
-            "to sampler='dpmpp_2m' or 'dpmpp_2m_sde' only; got "
-            f"{threshold!r} with sampler={sampler!r}"
-        )
     if device is None:
         device = generator.device if generator is not None else torch.device("cpu")
     if isinstance(model, torch.nn.Module):
         check_model_dtype(model, dtype)
-    if x_T is None:
-        x = randn(shape, generator=generator, device=device, dtype=dtype)
+    work = dtype
+    if isinstance(process, DDPMScheduler):
+        ts = process.timesteps(steps, spacing).tolist()
+        start = shape
     else:
-        if tuple(x_T.shape) != shape:
-            raise ValueError(f"x_T must have shape {shape}, got {tuple(x_T.shape)}")
-        x = check_finite("x_T", x_T).to(device=device, dtype=dtype)
-    num_t = scheduler.num_train_timesteps
-    if steps is not None and (
-        isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= num_t
-    ):
-        raise ValueError(
-            f"steps must be None (every training timestep) or an int in [1, {num_t}] "
-            f"(the scheduler's num_train_timesteps), got {steps!r}"
-        )
-    ts = _timesteps(scheduler, steps, spacing)
-    targets = [*ts[1:], -1]
-    last: tuple[Tensor, Tensor] | None = None  # dpmpp_2m*: the previous x0_hat and t
-    for i in progress_bar(range(len(ts)), enabled=progress, total=len(ts), desc="sampling"):
-        t_batch = shared_timesteps(ts[i], shape[0], x.device)
-        out = model(x, t_batch)
-        if sampler == "ddpm":
-            res = scheduler.step(out, t_batch, x, prev_t=targets[i], generator=generator)
-        elif sampler == "ddim":
-            res = scheduler.ddim_step(
-                out, t_batch, x, prev_t=targets[i], eta=eta, generator=generator
+        full = tuple(process.spatial_shape(-1))
+        if len(shape) != 2 + len(full) or shape[2:] != full:
+            raise ValueError(
+                f"shape must be (b, c, *{full}) for this degradation (its full-resolution "
+                f"spatial shape), got {shape}"
             )
-        elif sampler in ("dpmpp_2m", "dpmpp_2m_sde"):
-            res = scheduler.dpmpp_2m_step(
-                out,
-                t_batch,
-                x,
-                prev_t=targets[i],
-                last_x0=None if last is None else last[0],
-                last_t=None if last is None else last[1],
-                threshold=threshold,
-                sde=sampler == "dpmpp_2m_sde",
-                generator=generator,
+        ts = respaced_timesteps(process, steps, spacing).tolist()
+        if final_step == "reference" and tuple(process.spatial_shape(ts[-1])) != full:
+            raise ValueError(
+                f"final_step='reference' returns the state at the last kept timestep "
+                f"{ts[-1]}, whose shape {process.spatial_shape(ts[-1])} is not full size "
+                f"{full}; use spacing='even' (it keeps t=0) or more steps"
             )
-            last = (res.pred_original_sample, t_batch)
-        elif sampler == "euler":
-            _, x0, abar_t, abar_s = scheduler._step_inputs(out, t_batch, x, targets[i])
-            res = StepOutput(solvers.euler_update(x0, x, abar_t, abar_s), x0)
-        else:
-            res = _heun_step(model, scheduler, out, t_batch, x, targets[i])
-        if callback is not None:
-            callback(SamplingState(i, ts[i], x, res.pred_original_sample, res.prev_sample))
-        x = res.prev_sample
+        start = (*shape[:2], *process.spatial_shape(ts[0]))
+        if dtype in (torch.float16, torch.bfloat16):
+            work = torch.float32
+    if x_T is None:
+        x = randn(start, generator=generator, device=device, dtype=dtype).to(work)
+    else:
+        if tuple(x_T.shape) != start:
+            raise ValueError(f"x_T must have shape {start}, got {tuple(x_T.shape)}")
+        x = check_finite("x_T", x_T).to(device=device, dtype=dtype).to(work)
+    last = ts[-1] if final_step == "reference" else -1
+    schedule = list(zip(ts, [*ts[1:], last], strict=True))
+    denoise = _denoiser(model, process, shape, dtype, model_kwargs or {}, upsample_top_level)
+    options = SamplerOptions(
+        eta=float(eta),
+        threshold=threshold,
+        method=method,
+        clip_sample=1.0 if clip_sample == "default" else clip_sample,
+    )
+    x = SAMPLERS[sampler](
+        denoise,
+        process,
+        x,
+        schedule,
+        options,
+        generator=generator,
+        callback=callback,
+        progress=progress,
+    ).to(dtype)
     if not bool(torch.isfinite(x).all()):  # one host synchronisation per call
         raise ValueError(
             f"sample() produced NaN or infinite values with the model "
-            f"{type(model).__name__} (sampler={sampler!r}); rerun the call inside "
-            "`with scalemix.debug.check_values():` to raise at the first step whose model "
-            "output or sample is not finite"
+            f"{type(model).__name__} (sampler={sampler!r}, dtype={dtype}); rerun the call "
+            "inside `with scalemix.debug.check_values():` to raise at the first step whose "
+            "model output or sample is not finite"
         )
     return x

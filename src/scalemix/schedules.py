@@ -18,11 +18,14 @@ from ._utils import check_choice
 
 __all__ = [
     "BetaScheduleName",
+    "Spacing",
     "TimestepSpacing",
     "alphas_cumprod_from_betas",
     "check_betas",
     "cosine_beta_schedule",
+    "even_timesteps",
     "linear_beta_schedule",
+    "logsnr_timesteps",
     "make_beta_schedule",
     "quadratic_beta_schedule",
     "rescale_zero_terminal_snr",
@@ -31,7 +34,11 @@ __all__ = [
 ]
 
 BetaScheduleName = Literal["linear", "quadratic", "cosine", "sigmoid"]
-TimestepSpacing = Literal["trailing", "leading", "linspace"]
+#: Placement of the sampling timesteps, one vocabulary for every sampler and process:
+#: see :func:`timestep_schedule`.
+Spacing = Literal["trailing", "leading", "linspace", "even", "logsnr"]
+#: The same literal as :data:`Spacing` (its former name).
+TimestepSpacing = Spacing
 _DTYPE = torch.float64
 
 
@@ -213,7 +220,9 @@ def make_beta_schedule(
 def timestep_schedule(
     num_train_timesteps: int,
     num_inference_steps: int | None = None,
-    spacing: TimestepSpacing = "trailing",
+    spacing: Spacing = "trailing",
+    *,
+    alphas_cumprod: Tensor | None = None,
 ) -> Tensor:
     """Sampling timesteps: strictly decreasing int64 tensor of shape ``(n,)``.
 
@@ -221,24 +230,37 @@ def timestep_schedule(
 
     * ``"trailing"``: ``round(T - i T / n) - 1`` -- starts at ``T - 1``;
     * ``"leading"``: ``(n - 1 - i) * (T // n)`` -- ends at 0;
-    * ``"linspace"``: ``round(linspace(T - 1, 0, n))``.
+    * ``"linspace"``: ``round(linspace(T - 1, 0, n))`` (diffusers' ``"linspace"``);
+    * ``"even"``: guided-diffusion's ``space_timesteps`` (:func:`even_timesteps`), the
+      Scale Space Diffusion reference's; it keeps ``T - 1`` and 0;
+    * ``"logsnr"``: evenly spaced in log-SNR (:func:`logsnr_timesteps`; needs
+      ``alphas_cumprod``), as Lu et al. (2022) recommend for few steps.
 
-    Rounding is half-up, so entries stay distinct whenever ``n <= T``.
+    Rounding is half-up (``"even"``: half to even, as the reference), so entries stay
+    distinct whenever ``n <= T``.
 
     Args:
         num_train_timesteps: ``T``.
         num_inference_steps: ``n`` in ``[1, T]``; ``None`` means ``T`` (every step).
-        spacing: ``"trailing"``, ``"leading"`` or ``"linspace"``.
+        spacing: one of the five names above.
+        alphas_cumprod: :math:`\bar\alpha_t`, shape ``(T,)``; required for ``"logsnr"``.
 
     Raises:
-        ValueError: unknown spacing or ``n`` outside ``[1, T]``.
+        ValueError: unknown spacing, ``n`` outside ``[1, T]``, or ``"logsnr"`` without
+            ``alphas_cumprod``.
     """
-    check_choice("spacing", spacing, get_args(TimestepSpacing))
+    check_choice("spacing", spacing, get_args(Spacing))
     _check_num_timesteps(num_train_timesteps)
     T = num_train_timesteps
     n = T if num_inference_steps is None else num_inference_steps
     if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= T:
         raise ValueError(f"num_inference_steps must be an int in [1, {T}], got {n!r}")
+    if spacing == "logsnr":
+        if alphas_cumprod is None or alphas_cumprod.numel() != T:
+            raise ValueError(f"spacing='logsnr' needs alphas_cumprod of shape ({T},)")
+        return logsnr_timesteps(alphas_cumprod, n)
+    if spacing == "even":
+        return torch.tensor(even_timesteps(T, n)[::-1], dtype=torch.long)
     i = torch.arange(n, dtype=_DTYPE)
     if spacing == "trailing":
         ts = torch.floor(T - i * T / n + 0.5) - 1
@@ -247,3 +269,74 @@ def timestep_schedule(
     else:
         ts = torch.floor(torch.linspace(T - 1, 0, n, dtype=_DTYPE) + 0.5)
     return ts.to(torch.long)
+
+
+def even_timesteps(num_timesteps: int, num_inference_steps: int) -> tuple[int, ...]:
+    r"""guided-diffusion's ``space_timesteps(T, [k])``: ``k`` evenly strided steps of ``[0, T)``.
+
+    With stride :math:`q = (T - 1)/(k - 1)` (:math:`q = 1` for ``k = 1``) the kept steps
+    are ``round(j q)``, ``j = 0..k-1``, where ``j q`` is accumulated as in the original
+    (``cur += q``) and ``round`` is Python's (half to even); they include 0 and, for
+    ``k > 1``, ``T - 1`` (Nichol & Dhariwal, 2021, sec. 4; the Scale Space Diffusion
+    reference keeps these steps).
+
+    Args:
+        num_timesteps: ``T >= 1``.
+        num_inference_steps: ``k`` in ``[1, T]``.
+
+    Returns:
+        The kept steps, ascending.
+    """
+    if isinstance(num_inference_steps, bool) or not 1 <= num_inference_steps <= num_timesteps:
+        raise ValueError(
+            f"num_inference_steps must be an int in [1, {num_timesteps}], got "
+            f"{num_inference_steps!r}"
+        )
+    stride = (num_timesteps - 1) / (num_inference_steps - 1) if num_inference_steps > 1 else 1
+    cur = 0.0
+    kept: list[int] = []
+    for _ in range(num_inference_steps):
+        kept.append(round(cur))
+        cur += stride
+    return tuple(sorted(set(kept)))
+
+
+def logsnr_timesteps(alphas_cumprod: Tensor, num_inference_steps: int) -> Tensor:
+    r"""Timesteps evenly spaced in log-SNR (Lu et al., 2022, Sec. 3.3), rounded to integers.
+
+    The grid :math:`\ell_i` runs evenly from :math:`\log\mathrm{SNR}_{T-1}` to
+    :math:`\log\mathrm{SNR}_0` (:math:`\mathrm{SNR} = \bar\alpha/(1-\bar\alpha)`), each
+    point goes to the timestep of nearest log-SNR, and collisions (where one timestep
+    spans more log-SNR than the grid's spacing, near ``t = 0``) are moved to the next
+    free timestep, so that the result stays strictly decreasing. Starts at ``T - 1``
+    and ends at ``0``.
+
+    Args:
+        alphas_cumprod: :math:`\bar\alpha_t`, shape ``(T,)``, decreasing, in ``(0, 1)``
+            except that :math:`\bar\alpha_{T-1}` may be 0 (zero terminal SNR).
+        num_inference_steps: ``n`` in ``[1, T]``.
+
+    Returns:
+        Strictly decreasing int64 tensor of shape ``(n,)``.
+
+    Raises:
+        ValueError: ``n`` outside ``[1, T]``.
+    """
+    abar = alphas_cumprod.detach().to("cpu", torch.float64)
+    T = int(abar.numel())
+    n = num_inference_steps
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= T:
+        raise ValueError(f"num_inference_steps must be an int in [1, {T}], got {n!r}")
+    if n == 1:
+        return torch.tensor([T - 1], dtype=torch.long)
+    logsnr = torch.log(abar) - torch.log1p(-abar)
+    lo = logsnr[-1] if torch.isfinite(logsnr[-1]) else logsnr[-2]
+    grid = torch.linspace(float(lo), float(logsnr[0]), n, dtype=torch.float64)
+    ts = (logsnr[None, :] - grid[:, None]).abs().argmin(dim=1).tolist()
+    ts[0], ts[-1] = T - 1, 0
+    for i in range(n - 2, -1, -1):  # from the clean end: each at least one above the next
+        ts[i] = max(ts[i], ts[i + 1] + 1)
+    ts[0] = T - 1
+    for i in range(1, n):  # from the noisy end: each at least one below the previous
+        ts[i] = min(ts[i], ts[i - 1] - 1)
+    return torch.tensor(ts, dtype=torch.long)

@@ -28,6 +28,7 @@ from torch import Tensor
 
 from ._forward_process import VarianceType, cast, posterior_moments
 from ._utils import append_dims
+from .schedules import logsnr_timesteps as logsnr_timesteps
 
 __all__ = [
     "DynamicThreshold",
@@ -298,44 +299,3 @@ class DynamicThreshold:
         s = torch.quantile(flat, self.ratio, dim=1).clamp(min=1.0, max=self.max_value)
         s = append_dims(s, x0.ndim).to(x0.dtype)
         return torch.maximum(torch.minimum(x0, s), -s) / s
-
-
-def logsnr_timesteps(alphas_cumprod: Tensor, num_inference_steps: int) -> Tensor:
-    r"""Timesteps evenly spaced in log-SNR (Lu et al., 2022, Sec. 3.3), rounded to integers.
-
-    The grid :math:`\ell_i` runs evenly from :math:`\log\mathrm{SNR}_{T-1}` to
-    :math:`\log\mathrm{SNR}_0` (:math:`\mathrm{SNR} = \bar\alpha/(1-\bar\alpha)`), each
-    point goes to the timestep of nearest log-SNR, and collisions (where one timestep
-    spans more log-SNR than the grid's spacing, near ``t = 0``) are moved to the next
-    free timestep, so that the result stays strictly decreasing. Starts at ``T - 1``
-    and ends at ``0``.
-
-    Args:
-        alphas_cumprod: :math:`\bar\alpha_t`, shape ``(T,)``, decreasing, in ``(0, 1)``
-            except that :math:`\bar\alpha_{T-1}` may be 0 (zero terminal SNR).
-        num_inference_steps: ``n`` in ``[1, T]``.
-
-    Returns:
-        Strictly decreasing int64 tensor of shape ``(n,)``.
-
-    Raises:
-        ValueError: ``n`` outside ``[1, T]``.
-    """
-    abar = alphas_cumprod.detach().to("cpu", torch.float64)
-    T = int(abar.numel())
-    n = num_inference_steps
-    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= T:
-        raise ValueError(f"num_inference_steps must be an int in [1, {T}], got {n!r}")
-    if n == 1:
-        return torch.tensor([T - 1], dtype=torch.long)
-    logsnr = torch.log(abar) - torch.log1p(-abar)
-    lo = logsnr[-1] if torch.isfinite(logsnr[-1]) else logsnr[-2]
-    grid = torch.linspace(float(lo), float(logsnr[0]), n, dtype=torch.float64)
-    ts = (logsnr[None, :] - grid[:, None]).abs().argmin(dim=1).tolist()
-    ts[0], ts[-1] = T - 1, 0
-    for i in range(n - 2, -1, -1):  # from the clean end: each at least one above the next
-        ts[i] = max(ts[i], ts[i + 1] + 1)
-    ts[0] = T - 1
-    for i in range(1, n):  # from the noisy end: each at least one below the previous
-        ts[i] = min(ts[i], ts[i - 1] - 1)
-    return torch.tensor(ts, dtype=torch.long)

@@ -56,6 +56,7 @@ from .posterior import _step_pair, posterior_coefficients
 from .protocol import GaussianDegradation, LinearDegradation, apply_range, apply_range_adjoint
 
 __all__ = [
+    "supports_ddim",
     "SeparableSpectrum",
     "SupportsGramSpectrum",
     "ddim_step",
@@ -104,7 +105,7 @@ def _is_identity(degradation: LinearDegradation) -> bool:
     )
 
 
-def _supports_ddim(degradation: LinearDegradation) -> bool:
+def supports_ddim(degradation: LinearDegradation) -> bool:
     """Whether :func:`ddim_step` runs on ``degradation``: a :class:`SupportsGramSpectrum`
     (:class:`~scalemix.degradation.ScaleSpaceDegradation`,
     :class:`~scalemix.degradation.BlurDegradation`) or a

@@ -11,47 +11,14 @@ exactly the resolution it was trained to output at ``t``.
 
 from __future__ import annotations
 
-from typing import Literal, get_args
-
 import torch
 from torch import Tensor
 
-from .._utils import check_choice
+from ..schedules import Spacing, even_timesteps, timestep_schedule
 from .protocol import LinearDegradation
 
 __all__ = ["Spacing", "change_steps", "even_timesteps", "respaced_timesteps"]
 
-Spacing = Literal["trailing", "even"]
-
-
-def even_timesteps(num_timesteps: int, num_inference_steps: int) -> tuple[int, ...]:
-    r"""guided-diffusion's ``space_timesteps(T, [k])``: ``k`` evenly strided steps of ``[0, T)``.
-
-    With stride :math:`q = (T - 1)/(k - 1)` (:math:`q = 1` for ``k = 1``) the kept steps
-    are ``round(j q)``, ``j = 0..k-1``, where ``j q`` is accumulated as in the original
-    (``cur += q``) and ``round`` is Python's (half to even); they include 0 and, for
-    ``k > 1``, ``T - 1`` (Nichol & Dhariwal, 2021, sec. 4; the Scale Space Diffusion
-    reference keeps these steps).
-
-    Args:
-        num_timesteps: ``T >= 1``.
-        num_inference_steps: ``k`` in ``[1, T]``.
-
-    Returns:
-        The kept steps, ascending.
-    """
-    if isinstance(num_inference_steps, bool) or not 1 <= num_inference_steps <= num_timesteps:
-        raise ValueError(
-            f"num_inference_steps must be an int in [1, {num_timesteps}], got "
-            f"{num_inference_steps!r}"
-        )
-    stride = (num_timesteps - 1) / (num_inference_steps - 1) if num_inference_steps > 1 else 1
-    cur = 0.0
-    kept: list[int] = []
-    for _ in range(num_inference_steps):
-        kept.append(round(cur))
-        cur += stride
-    return tuple(sorted(set(kept)))
 
 
 def change_steps(degradation: LinearDegradation) -> tuple[int, ...]:
@@ -75,37 +42,30 @@ def respaced_timesteps(
 ) -> Tensor:
     r"""Strictly decreasing int64 sampling timesteps that keep every change step.
 
-    The base grid is, for ``spacing="trailing"`` (scalemix's default), the spacing
-    :math:`\mathrm{round}(T - iT/n) - 1`, ``i = 0..n-1`` (Lin et al., 2024, Table 2; it
-    starts at ``T - 1``), and for ``spacing="even"`` (the reference code's) guided-diffusion's
-    evenly strided steps :func:`even_timesteps` (they include ``T - 1`` and 0). Either is
-    merged with :func:`change_steps`. The result therefore has between ``n`` and
+    The base grid is :func:`~scalemix.schedules.timestep_schedule` with ``spacing``
+    (``"trailing"``, scalemix's default; ``"even"``, the reference code's, which keeps
+    ``T - 1`` and 0; or ``"leading"``, ``"linspace"``, ``"logsnr"``), merged with
+    :func:`change_steps`. The result therefore has between ``n`` and
     ``n + len(change_steps)`` entries; with no change steps it equals
-    :meth:`scalemix.scheduler.DDPMScheduler.timesteps` with ``"trailing"`` spacing.
-    A sampler steps from ``ts[i]`` to ``ts[i + 1]`` and from the last entry to ``-1``.
+    :meth:`scalemix.DDPMScheduler.timesteps` with the same spacing. A sampler steps from
+    ``ts[i]`` to ``ts[i + 1]`` and from the last entry to ``-1``.
 
     Args:
         degradation: any :class:`~scalemix.degradation.LinearDegradation`.
         num_inference_steps: ``n`` in ``[1, T]``; ``None`` keeps every timestep.
-        spacing: ``"trailing"`` or ``"even"``.
+        spacing: a :data:`~scalemix.schedules.Spacing`.
 
     Returns:
-        Int64 tensor of shape ``(m,)``, strictly decreasing, starting at ``T - 1``.
+        Int64 tensor of shape ``(m,)``, strictly decreasing.
 
     Raises:
         ValueError: ``num_inference_steps`` is not an int in ``[1, T]``, or an unknown
             ``spacing``.
     """
-    check_choice("spacing", spacing, get_args(Spacing))
     T = degradation.num_train_timesteps
-    n = T if num_inference_steps is None else num_inference_steps
-    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= T:
-        raise ValueError(f"num_inference_steps must be None or an int in [1, {T}], got {n!r}")
-    if spacing == "even":
-        base = torch.tensor(even_timesteps(T, n), dtype=torch.long)
-    else:
-        i = torch.arange(n, dtype=torch.float64)
-        base = (torch.floor(T - i * T / n + 0.5) - 1).to(torch.long)
+    base = timestep_schedule(
+        T, num_inference_steps, spacing, alphas_cumprod=degradation.alphas_cumprod
+    )
     kept = torch.cat([base, torch.tensor(change_steps(degradation), dtype=torch.long)])
     unique: Tensor = torch.unique(kept)
     return unique.flip(0)
