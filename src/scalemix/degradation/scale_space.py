@@ -275,7 +275,7 @@ class ScaleSpaceDegradation(NoiseSchedule):
         Same resolution: :math:`\sigma_s\sqrt{1 - \rho c^2}\,\xi` (the DDPM posterior
         standard deviation). One resolution change (any pair of sizes, e.g. 40 -> 64):
         two ``(n x n)`` matmuls per side with the cached eigendecomposition of
-        :math:`D^\top D` (:func:`~scalemix.degradation.resize_spectrum`), batched over
+        :math:`D^\top D` (:func:`~scalemix.degradation.resize.resize_spectrum`), batched over
         ``(b, c)``.
 
         Args:
@@ -313,7 +313,7 @@ class ScaleSpaceDegradation(NoiseSchedule):
         Same resolution: :math:`M = I` (``basis=None``). One resolution change:
         :math:`M^\top M = (D^\top D) \otimes (D^\top D)` with the cached
         :math:`D^\top D = U \operatorname{diag}(\lambda) U^\top`
-        (:func:`~scalemix.degradation.resize_spectrum`), so the basis is :math:`U` and
+        (:func:`~scalemix.degradation.resize.resize_spectrum`), so the basis is :math:`U` and
         the eigenvalues are :math:`\lambda_i \lambda_j`, ``(r(s), r(s))``.
 
         Args:
@@ -352,8 +352,8 @@ class ScaleSpaceDegradation(NoiseSchedule):
             alternatives: what the error for a step over several levels suggests instead.
 
         Returns:
-            The cached float64 eigendecomposition (:func:`~scalemix.degradation.resize_spectrum`
-            of ``r(s) -> r(t)``): eigenvectors ``(r(s), r(s))``, eigenvalues ``(r(s),)``.
+            :func:`~scalemix.degradation.resize.resize_spectrum` of ``r(s) -> r(t)``, cached,
+            float64: eigenvectors ``(r(s), r(s))``, eigenvalues ``(r(s),)``.
 
         Raises:
             ValueError: ``r(s)`` is not the pyramid size just above ``r(t)``, or
