@@ -2,6 +2,8 @@ r"""A diffusers ``UNet2DModel`` as the model of scalemix's samplers and losses."
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from torch import Tensor
 
@@ -17,7 +19,10 @@ class DiffusersUNet(torch.nn.Module):
     wrapper calls ``unet(x, t, return_dict=False)[0]`` and returns that tensor, so the
     wrapped UNet works with :func:`scalemix.sample`, :func:`scalemix.scale_space_loss`
     and :func:`scalemix.scale_space_sample`. A ``UNet2DModel`` keeps the resolution, so
-    with the scale-space functions it serves a one-level pyramid
+    the wrapper declares ``changes_resolution = False``: on a pyramid of several levels
+    wrap it once more, ``UpsampleInput(DiffusersUNet(unet))``
+    (:class:`~scalemix.scale_space.upsample_input.UpsampleInput` upsamples the input to
+    ``out_size``); alone it serves a one-level pyramid
     (``ScaleSpaceDegradation(image_size, num_levels=1)``), where every step is
     resolution-preserving. The UNet's parameters are the wrapper's (``unet.`` prefix in
     the state dict), so it trains and saves like any module. Nothing here imports
@@ -35,6 +40,9 @@ class DiffusersUNet(torch.nn.Module):
     Raises:
         TypeError: ``unet`` is not a ``torch.nn.Module``.
     """
+
+    #: a ``UNet2DModel`` predicts at the size of its input only
+    changes_resolution: ClassVar[bool] = False
 
     def __init__(self, unet: torch.nn.Module) -> None:
         if not isinstance(unet, torch.nn.Module):
@@ -66,7 +74,8 @@ class DiffusersUNet(torch.nn.Module):
         if out_size is not None and out_size != x.shape[-1]:
             raise ValueError(
                 f"out_size={out_size} differs from the input size {x.shape[-1]}: a diffusers "
-                "UNet2DModel keeps the resolution; use a one-level pyramid "
+                "UNet2DModel keeps the resolution; wrap it as UpsampleInput(DiffusersUNet(unet)) "
+                "(scalemix.scale_space.upsample_input), or use a one-level pyramid "
                 "(ScaleSpaceDegradation(image_size, num_levels=1))"
             )
         out = self.unet(x, t, return_dict=False)[0]

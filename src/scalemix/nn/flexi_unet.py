@@ -122,6 +122,9 @@ class FlexiUNet(PretrainedMixin, nn.Module):
             sinusoidal timestep features).
     """
 
+    #: predicts at any pyramid size ``out_size``, not only at its input's
+    changes_resolution: ClassVar[bool] = True
+
     _config_fields: ClassVar[Mapping[str, Decoder]] = {
         "in_channels": as_int,
         "base_channels": as_int,

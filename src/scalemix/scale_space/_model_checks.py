@@ -1,0 +1,98 @@
+"""Checks that a model fits a scale-space degradation before it is trained or sampled.
+
+A model declares whether it can return its prediction at another size than its input
+(``out_size`` different from ``x``'s size) with the class attribute
+``changes_resolution``: ``False`` for a fixed-resolution network such as
+:class:`~scalemix.interop.DiffusersUNet`, ``True`` for one that honours ``out_size``
+(:class:`~scalemix.nn.FlexiUNet`, :class:`~scalemix.scale_space.upsample_input.UpsampleInput`).
+A model that declares nothing is not checked.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+__all__ = ["check_scale_space_model", "declared_changes_resolution"]
+
+
+def declared_changes_resolution(model: object) -> bool | None:
+    """The ``changes_resolution`` a model declares, looking through wrappers.
+
+    The first object that has the attribute decides; an object without it is unwrapped
+    through ``.module`` (:class:`~torch.optim.swa_utils.AveragedModel`, DDP) or
+    ``._orig_mod`` (:func:`torch.compile`). ``None`` when nothing declares it.
+
+    Raises:
+        TypeError: a ``changes_resolution`` that is not a bool.
+    """
+    obj: object = model
+    for _ in range(32):  # wrappers nest a few levels at most
+        declared = getattr(obj, "changes_resolution", None)
+        if declared is not None:
+            if not isinstance(declared, bool):
+                raise TypeError(
+                    f"{type(obj).__name__}.changes_resolution must be True or False, "
+                    f"got {declared!r}"
+                )
+            return declared
+        inner = getattr(obj, "module", None)
+        if not isinstance(inner, nn.Module):
+            inner = getattr(obj, "_orig_mod", None)
+        if not isinstance(inner, nn.Module):
+            return None
+        obj = inner
+    return None
+
+
+def _sizes(degradation: object) -> list[tuple[int, ...]]:
+    """The distinct ``spatial_shape(t)`` for ``t`` in ``[0, T)``, in order of ``t``."""
+    shape_of = getattr(degradation, "spatial_shape", None)
+    steps = getattr(degradation, "num_train_timesteps", None)
+    if not callable(shape_of) or not isinstance(steps, int):
+        return []
+    sizes: list[tuple[int, ...]] = []
+    for t in range(steps):
+        shape = tuple(shape_of(t))
+        if not sizes or sizes[-1] != shape:
+            sizes.append(shape)
+    return sizes
+
+
+def check_scale_space_model(
+    model: object, degradation: object, *, upsample_top_level: bool = False
+) -> None:
+    """Raise if a fixed-resolution model meets a pyramid whose size changes with ``t``.
+
+    On a change step the scale-space loss and sampler ask the model for a prediction
+    at the next, larger pyramid size (``model(x, t, out_size=r)`` with ``r`` larger
+    than ``x``'s size). A model declaring ``changes_resolution = False`` (see
+    :func:`declared_changes_resolution`) cannot, so with a degradation whose
+    ``spatial_shape(t)`` takes more than one value over ``t`` this raises before any
+    step is taken. With ``upsample_top_level=True`` (the loss's and sampler's flag) a
+    two-level pyramid passes: its only change step is then resolution-preserving.
+
+    Args:
+        model: the model (or a wrapper of it: ``AveragedModel``, DDP, compiled).
+        degradation: the forward process, e.g. a
+            :class:`~scalemix.degradation.ScaleSpaceDegradation`.
+        upsample_top_level: whether the caller upsamples the input of the step into
+            full resolution.
+
+    Raises:
+        ValueError: the model cannot change resolution and the pyramid does; the
+            message names the sizes and the fix.
+    """
+    if declared_changes_resolution(model) is not False:
+        return
+    sizes = _sizes(degradation)
+    if len(sizes) < 2 or (upsample_top_level and len(sizes) == 2):
+        return
+    listed = " -> ".join("x".join(map(str, s)) for s in reversed(sizes))
+    raise ValueError(
+        f"{type(model).__name__} keeps the resolution of its input (changes_resolution="
+        f"False), but the degradation's size changes with t ({listed}), so on a change "
+        "step the model must predict at a larger size than it is given. Wrap it: "
+        "scalemix.scale_space.upsample_input.UpsampleInput(model) upsamples its input to "
+        "out_size; for a two-level pyramid, upsample_top_level=True in the loss and the "
+        "sampler does the same"
+    )
