@@ -299,4 +299,4 @@ def test_even_spacing_keeps_change_steps_and_differs_from_trailing() -> None:
     assert len(even) == 53 and len(trailing) == 53 and len(set(even) & set(trailing)) == 5
     assert respaced_timesteps(deg, 50, "even").tolist() == even
     with pytest.raises(ValueError, match="spacing"):
-        deg.timesteps(50, spacing="leading")  # type: ignore[arg-type]
+        deg.timesteps(50, spacing="uniform")  # type: ignore[arg-type]

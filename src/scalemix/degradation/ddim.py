@@ -56,11 +56,11 @@ from .posterior import _step_pair, posterior_coefficients
 from .protocol import GaussianDegradation, LinearDegradation, apply_range, apply_range_adjoint
 
 __all__ = [
-    "supports_ddim",
     "SeparableSpectrum",
     "SupportsGramSpectrum",
     "ddim_step",
     "gram_spectrum",
+    "supports_ddim",
 ]
 
 _IDENTITY = torch.ones((), dtype=torch.float64)

@@ -20,7 +20,6 @@ from .protocol import LinearDegradation
 __all__ = ["Spacing", "change_steps", "even_timesteps", "respaced_timesteps"]
 
 
-
 def change_steps(degradation: LinearDegradation) -> tuple[int, ...]:
     """Timesteps ``t`` in ``[1, T)`` whose state shape differs from that of ``t - 1``.
 
