@@ -7,6 +7,7 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -14,11 +15,19 @@ import torch
 from torch import nn
 
 from scalemix import DDPMScheduler, DualScaleDenoiser, MLPDenoiser
-from scalemix.training import periodic_ema, train, train_ensemble
+from scalemix.training import (
+    EnsembleResult,
+    EnsembleState,
+    TrainConfig,
+    TrainingResult,
+    periodic_ema,
+    train,
+    train_ensemble,
+)
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "dual_scale_2d"
 SMALL = {"embedding_dim": 16, "hidden_dim": 32, "num_blocks": 2}
-SETTINGS = {"steps": 23, "batch_size": 48, "ema_every": 4, "grad_clip": 0.05}
+SETTINGS: dict[str, Any] = {"steps": 23, "batch_size": 48, "ema_every": 4, "grad_clip": 0.05}
 
 
 def _mlp() -> nn.Module:
@@ -118,6 +127,7 @@ def test_ema_schedule_argument() -> None:
         ({"models": [_mlp(), _dual()]}, "differs from models"),
         ({"steps": 0}, "steps must be an int >= 1"),
         ({"loss": "l1"}, "loss"),
+        ({"ema_decay": 2.0}, r"TrainConfig\.ema_decay must be a finite number >= 0 and <= 1"),
     ],
 )
 def test_bad_input(kwargs: dict[str, object], match: str) -> None:
@@ -185,3 +195,49 @@ def test_compiled_ensemble_equals_eager() -> None:
     torch.testing.assert_close(results[1].losses, results[0].losses, rtol=1e-5, atol=1e-6)
     for a, b in zip(results[0].models, results[1].models, strict=True):
         _assert_same_module(a, b)
+
+
+def _two_copies(**kwargs: Any) -> EnsembleResult:
+    models = []
+    for k in range(2):
+        torch.manual_seed(k)
+        models.append(_mlp())
+    gens = [torch.Generator().manual_seed(100 + k) for k in range(2)]
+    return train_ensemble(models, DDPMScheduler(20), _datasets(2), generators=gens, **kwargs)
+
+
+def test_config_equals_keywords_and_callback_sees_every_step() -> None:
+    """``config=TrainConfig(...)`` is the keyword run bit for bit; the callback's state
+    holds each step's per-copy losses and learning rate."""
+    by_keywords = _two_copies(**SETTINGS)
+    states: list[EnsembleState] = []
+    by_config = _two_copies(config=TrainConfig(**SETTINGS), callback=states.append)
+    assert torch.equal(by_keywords.losses, by_config.losses)
+    for a, b in zip(by_keywords.ema_models, by_config.ema_models, strict=True):
+        assert all(torch.equal(x, y) for x, y in zip(a.parameters(), b.parameters(), strict=True))
+    assert [s.step for s in states] == list(range(1, SETTINGS["steps"] + 1))
+    got = torch.stack([s.losses.cpu() for s in states], dim=1)
+    assert torch.equal(got, by_config.losses)
+    assert states[0].lr == pytest.approx(3e-4) and states[-1].lr < states[0].lr
+
+
+def test_result_shares_the_training_result_attributes(tmp_path: Path) -> None:
+    result = _two_copies(steps=3)
+    assert isinstance(result, TrainingResult)
+    assert isinstance(result.ema, nn.ModuleList) and len(result.ema) == 2
+    assert all(a is b for a, b in zip(result.ema, result.ema_models, strict=True))
+    assert result.losses.shape == (2, 3) and result.losses.device.type == "cpu"
+    pytest.importorskip("huggingface_hub")
+    pytest.importorskip("safetensors")
+    one = result.export_pretrained(tmp_path / "one", index=1)
+    assert (one / "config.json").is_file()
+    every = result.export_pretrained(tmp_path / "all")
+    assert sorted(p.name for p in every.iterdir()) == ["copy_0", "copy_1"]
+    loaded = MLPDenoiser.from_pretrained(one)
+    for a, b in zip(loaded.parameters(), result.ema_models[1].parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_a_loss_function_is_rejected() -> None:
+    with pytest.raises(ValueError, match="'mse' or 'hybrid'"):
+        _two_copies(steps=2, loss=lambda model, scheduler, x0, *, generator: x0.sum())

@@ -19,8 +19,11 @@ from scalemix.degradation import ScaleSpaceDegradation
 from scalemix.nn import FlexiUNet
 from scalemix.scale_space import scale_space_loss
 from scalemix.training import (
+    BaseTrainConfig,
     ImageTrainConfig,
+    ImageTrainResult,
     ImageTrainState,
+    TrainingResult,
     list_checkpoints,
     lr_factor,
     train_images,
@@ -64,7 +67,7 @@ def _run(
     out: Path | None,
     config: ImageTrainConfig,
     crash_at: int | None = None,
-) -> tuple[nn.Module, nn.Module]:
+) -> tuple[nn.Module, nn.Module, Tensor]:
     """A fresh process's view: new model, loader and generator, then train (or resume)."""
     model = _model()
     torch.manual_seed(999)  # a different global state than the run had at the checkpoint
@@ -85,7 +88,7 @@ def _run(
         checkpoint_dir=out,
         callback=callback,
     )
-    return result.model, result.ema
+    return result.model, result.ema, result.losses
 
 
 def _assert_resume_is_exact(degradation: ScaleSpaceDegradation, tmp_path: Path) -> None:
@@ -93,11 +96,13 @@ def _assert_resume_is_exact(degradation: ScaleSpaceDegradation, tmp_path: Path) 
         steps=5, lr=1e-3, warmup_steps=2, lr_schedule="cosine", accumulation=2,
         ema_decay=0.9, checkpoint_every=2, keep_checkpoints=2,
     )  # fmt: skip
-    ref_model, ref_ema = _run(degradation, tmp_path / "ref", config)
+    ref_model, ref_ema, ref_losses = _run(degradation, tmp_path / "ref", config)
     with pytest.raises(_Crash):  # dies in step 4; the newest checkpoint is step 2
         _run(degradation, tmp_path / "run", config, crash_at=4)
     assert [p.name for p in list_checkpoints(tmp_path / "run")] == ["step_00000002"]
-    model, ema = _run(degradation, tmp_path / "run", config)
+    model, ema, losses = _run(degradation, tmp_path / "run", config)
+    assert ref_losses.shape == (5,) and bool(torch.isfinite(ref_losses).all())
+    assert torch.equal(losses, ref_losses)  # steps 1-2 from the checkpoint, 3-5 trained
     for a, b in ((ref_model, model), (ref_ema, ema)):
         sa, sb = a.state_dict(), b.state_dict()
         assert sa.keys() == sb.keys()
@@ -227,6 +232,9 @@ def test_lr_factor_warms_up_linearly_then_decays_monotonically(
         ({"steps": 2, "precision": "fp8"}, "precision"),
         ({"steps": 2, "lr_schedule": "step"}, "lr_schedule"),
         ({"steps": 2, "checkpoint_every": 0}, "checkpoint_every"),
+        ({"steps": 2, "betas": (0.9, 1.0)}, r"ImageTrainConfig\.betas must be a tuple"),
+        ({"steps": 2, "grad_clip": 0.0}, r"ImageTrainConfig\.grad_clip must be a finite"),
+        ({"steps": 2, "weight_decay": float("nan")}, "weight_decay"),
     ],
 )
 def test_bad_config_names_the_field(kwargs: dict[str, Any], match: str) -> None:
@@ -250,3 +258,30 @@ def test_the_docs_page_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
     for code in blocks:
         exec(compile(code, str(page), "exec"), namespace)
     assert capsys.readouterr().out.strip() == "4 FlexiUNet"
+
+
+def test_losses_hold_every_step_and_match_the_callback() -> None:
+    """``result.losses``: one float per optimiser step, the mean over micro-batches,
+    the same numbers as the callbacks' ``state.loss`` (given as a sequence)."""
+    seen: list[float] = []
+    steps: list[int] = []
+    cfg = ImageTrainConfig(steps=5, lr=1e-2, accumulation=2)
+    res = _affine_run(
+        cfg,
+        batch=2,
+        callback=[lambda s: seen.append(float(s.loss)), lambda s: steps.append(s.step)],
+    )
+    assert isinstance(res, ImageTrainResult) and isinstance(res, TrainingResult)
+    assert isinstance(cfg, BaseTrainConfig)
+    assert res.losses.shape == (5,) and res.losses.dtype == torch.float32
+    assert res.losses.tolist() == seen and steps == [1, 2, 3, 4, 5]
+    assert res.losses[-1] < res.losses[0]  # the affine model fits its target
+    assert res.ema is res.ema_model.module
+
+
+def test_image_config_defaults_and_only_steps_positional() -> None:
+    config = ImageTrainConfig(7)
+    assert (config.lr, config.weight_decay, config.grad_clip) == (1e-4, 0.0, 1.0)
+    assert (config.ema_decay, config.ema_every, config.keep_checkpoints) == (0.9999, 1, 3)
+    with pytest.raises(TypeError):
+        ImageTrainConfig(7, 1e-3)  # type: ignore[call-arg]

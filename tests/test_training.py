@@ -3,18 +3,29 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 from torch import Tensor, nn
 
 from scalemix.nn.dual_denoiser import DualScaleDenoiser
 from scalemix.nn.mlp import MLPDenoiser
 from scalemix.scheduler import DDPMScheduler
-from scalemix.training import TrainConfig, TrainState, train
+from scalemix.training import (
+    BaseTrainConfig,
+    ImageTrainConfig,
+    TrainConfig,
+    TrainingResult,
+    TrainState,
+    train,
+)
 from scalemix.training.losses import (
     draw_noise_and_timesteps,
     eps_mse_loss,
@@ -255,3 +266,133 @@ def test_training_rejects_bad_arguments(scheduler: DDPMScheduler) -> None:
     with pytest.raises(ValueError, match="loss became"):
         train(Oracle(torch.full((4, 2), float("nan"))), scheduler, data, steps=2, batch_size=4,
               ema_every=1)  # fmt: skip
+
+
+# ----------------------------------------------------------------------- config
+def _weights(module: nn.Module) -> list[Tensor]:
+    return [t.detach().clone() for t in [*module.parameters(), *module.buffers()]]
+
+
+def test_keywords_and_config_give_bitwise_identical_runs(scheduler: DDPMScheduler) -> None:
+    data, model = toy_data(200), small_model()
+    kw: dict[str, Any] = {"steps": 9, "batch_size": 32, "lr": 1e-3, "ema_every": 2}
+    by_keywords = train(
+        copy.deepcopy(model), scheduler, data, generator=torch.Generator().manual_seed(3), **kw
+    )
+    by_config = train(
+        copy.deepcopy(model), scheduler, data, config=TrainConfig(**kw),
+        generator=torch.Generator().manual_seed(3),
+    )  # fmt: skip
+    overridden = train(
+        copy.deepcopy(model), scheduler, data, TrainConfig(steps=9, batch_size=32, lr=5.0),
+        lr=1e-3, ema_every=2, generator=torch.Generator().manual_seed(3),
+    )  # fmt: skip
+    assert torch.equal(by_keywords.losses, by_config.losses)
+    assert torch.equal(by_keywords.losses, overridden.losses)
+    for other in (by_config, overridden):
+        for a, b in zip(_weights(by_keywords.model), _weights(other.model), strict=True):
+            assert torch.equal(a, b)
+        for a, b in zip(_weights(by_keywords.ema), _weights(other.ema), strict=True):
+            assert torch.equal(a, b)
+
+
+_BAD_SETTINGS: list[tuple[str, object]] = [
+    ("steps", 0), ("steps", 2.5), ("steps", True), ("batch_size", 0), ("lr", 0.0),
+    ("lr", float("nan")), ("lr", float("inf")), ("weight_decay", -1.0), ("grad_clip", 0.0),
+    ("ema_decay", 1.5), ("ema_decay", -0.1), ("ema_every", 0), ("ema_warmup", -1),
+    ("kl_weight", -0.5), ("checkpoint_every", 0), ("keep_checkpoints", 0),
+    ("loss", "l1"), ("batching", "sequential"), ("precision", "fp8"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("field", "value"), _BAD_SETTINGS)
+def test_config_rejects_a_bad_field_by_name(field: str, value: object) -> None:
+    kwargs: dict[str, Any] = {"steps": 2, field: value}
+    with pytest.raises(ValueError, match=rf"TrainConfig\.{field}\b") as err:
+        TrainConfig(**kwargs)
+    assert repr(value) in str(err.value) or "accepted values" in str(err.value)
+
+
+@given(
+    lr=st.floats(min_value=1e-8, max_value=1.0),
+    ema_decay=st.floats(min_value=0.0, max_value=1.0),
+    steps=st.integers(1, 10**6),
+    grad_clip=st.none() | st.floats(min_value=1e-6, max_value=1e3),
+)
+def test_config_accepts_every_valid_setting(
+    lr: float, ema_decay: float, steps: int, grad_clip: float | None
+) -> None:
+    config = TrainConfig(steps, lr=lr, ema_decay=ema_decay, grad_clip=grad_clip)
+    assert (config.steps, config.lr, config.ema_decay, config.grad_clip) == (
+        steps, lr, ema_decay, grad_clip,
+    )  # fmt: skip
+    assert isinstance(config, BaseTrainConfig)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.lr = 1.0  # type: ignore[misc]
+
+
+def test_config_errors_of_the_call(scheduler: DDPMScheduler) -> None:
+    data, model = toy_data(16), small_model()
+    with pytest.raises(TypeError, match="steps"):
+        train(model, scheduler, data)
+    with pytest.raises(TypeError, match="TrainConfig"):
+        train(model, scheduler, data, ImageTrainConfig(steps=2))  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        train(model, scheduler, data, steps=2, learning_rate=1e-3)  # type: ignore[call-arg]
+    with pytest.raises(TypeError):
+        TrainConfig(2, 1e-3)  # type: ignore[call-arg]  # only steps is positional
+    with pytest.raises(TypeError, match="compile must be a bool"):
+        TrainConfig(steps=2, compile=3)  # type: ignore[arg-type]
+
+
+# -------------------------------------------------------------------- callbacks
+def test_callback_takes_one_function_or_a_sequence(scheduler: DDPMScheduler) -> None:
+    data, model = toy_data(64), small_model()
+    one: list[int] = []
+    two: list[float] = []
+    result = train(
+        copy.deepcopy(model), scheduler, data, steps=4, batch_size=16,
+        callback=lambda s: one.append(s.step), generator=torch.Generator().manual_seed(0),
+    )  # fmt: skip
+    assert one == [1, 2, 3, 4]
+    train(
+        copy.deepcopy(model), scheduler, data, steps=4, batch_size=16,
+        callback=[lambda s: one.append(s.step), lambda s: two.append(s.loss)],
+        generator=torch.Generator().manual_seed(0),
+    )  # fmt: skip
+    assert one == [1, 2, 3, 4] * 2
+    assert torch.equal(torch.tensor(two), result.losses)
+    with pytest.raises(TypeError, match="callable"):
+        train(model, scheduler, data, steps=1, callback=[1])  # type: ignore[list-item]
+
+
+def test_callbacks_keyword_is_a_deprecated_alias(scheduler: DDPMScheduler) -> None:
+    seen: list[int] = []
+    with pytest.warns(DeprecationWarning, match="callback="):
+        train(
+            small_model(), scheduler, toy_data(32), steps=3, batch_size=16,
+            callbacks=[lambda s: seen.append(s.step)],
+        )  # fmt: skip
+    assert seen == [1, 2, 3]
+
+
+# ---------------------------------------------------------------------- results
+def test_result_has_the_shared_attributes(scheduler: DDPMScheduler) -> None:
+    model = small_model()
+    result = train(model, scheduler, toy_data(64), steps=5, batch_size=16, ema_every=1)
+    assert isinstance(result, TrainingResult)
+    assert result.ema is result.ema_model.module and result.ema is not model
+    assert result.losses.dtype == torch.float32 and result.losses.device.type == "cpu"
+    assert result.losses.shape == (5,) and bool(torch.isfinite(result.losses).all())
+    assert result.seconds > 0
+
+
+def test_export_pretrained_writes_the_ema(scheduler: DDPMScheduler, tmp_path: Path) -> None:
+    pytest.importorskip("huggingface_hub")
+    pytest.importorskip("safetensors")
+    result = train(small_model(), scheduler, toy_data(64), steps=3, batch_size=16, ema_every=1)
+    folder = result.export_pretrained(tmp_path / "m", scheduler=scheduler)
+    loaded = MLPDenoiser.from_pretrained(folder)
+    for a, b in zip(_weights(loaded), _weights(result.ema), strict=True):
+        assert torch.equal(a, b)
+    assert (folder / "scheduler_config.json").is_file()
