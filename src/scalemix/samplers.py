@@ -1,7 +1,7 @@
 r"""The reverse-process loops: one function per sampler, all with one signature.
 
-Every sampler is ``sampler(denoise, process, x, schedule, options, *, generator,
-callback, progress) -> Tensor`` (the k-diffusion convention): it starts from the
+Every sampler is ``sampler(denoise, process, x, schedule, options) -> Tensor`` (the
+k-diffusion convention): it starts from the
 noise ``x`` at the first timestep and takes one step per ``(t, s)`` pair of
 ``schedule``, from ``t`` to the earlier ``s`` (``-1``: clean data). The model enters
 only through ``denoise(x, t, s)``, which returns its prediction at ``(x, t)`` for a step
@@ -42,6 +42,7 @@ __all__ = [
     "Sampler",
     "SamplerName",
     "SamplerOptions",
+    "Schedule",
     "run_steps",
     "sample_ddim",
     "sample_ddpm",
@@ -60,6 +61,8 @@ Denoise = Callable[[Tensor, int, int], Tensor]
 #: ``step(x, t, s)``: one reverse step.
 _Step = Callable[[Tensor, int, int], StepOutput]
 Process = DDPMScheduler | LinearDegradation
+#: The ``(t, s)`` pairs of a run: step from ``t`` to ``s`` (``-1``: clean data).
+Schedule = Sequence[tuple[int, int]]
 
 
 @dataclass(frozen=True)
@@ -72,12 +75,18 @@ class SamplerOptions:
         method: covariance root of the ancestral step of a linear degradation.
         clip_sample: clamp of :math:`\\hat x_0` for a linear degradation (``None``: none);
             a :class:`~scalemix.DDPMScheduler` clips as its own ``clip_sample`` says.
+        generator: source of all noise of the steps.
+        callback: called with a :class:`~scalemix.types.SamplingState` after every step.
+        progress: show a tqdm progress bar.
     """
 
     eta: float = 0.0
     threshold: solvers.DynamicThreshold | None = None
     method: ReverseMethod = "exact"
     clip_sample: float | None = 1.0
+    generator: torch.Generator | None = None
+    callback: Callable[[SamplingState], None] | None = None
+    progress: bool = False
 
 
 class Sampler(Protocol):
@@ -88,48 +97,49 @@ class Sampler(Protocol):
         denoise: Denoise,
         process: Process,
         x: Tensor,
-        schedule: Sequence[tuple[int, int]],
-        options: SamplerOptions,
-        *,
-        generator: torch.Generator | None = None,
-        callback: Callable[[SamplingState], None] | None = None,
-        progress: bool = False,
+        schedule: Schedule,
+        opts: SamplerOptions,
     ) -> Tensor: ...
 
 
-def run_steps(
-    x: Tensor,
-    schedule: Sequence[tuple[int, int]],
-    step: _Step,
-    *,
-    callback: Callable[[SamplingState], None] | None = None,
-    progress: bool = False,
-) -> Tensor:
-    """The loop every sampler shares: ``x <- step(x, t, s).prev_sample`` over ``schedule``.
+def run_steps(x: Tensor, schedule: Schedule, step: _Step, opts: SamplerOptions) -> Tensor:
+    """The loop every sampler shares: ``x <- step(x, t, s).prev_sample`` over ``schedule``,
+    with ``opts.callback`` after every step and ``opts.progress``'s bar.
 
     Args:
         x: the state at the first timestep, ``(b, ...)``.
         schedule: the ``(t, s)`` pairs, ``t`` strictly decreasing, ``s < t`` (or
             ``s == t`` for a final step that returns the state itself).
         step: one reverse step.
-        callback: called with a :class:`~scalemix.types.SamplingState` after every step.
-        progress: show a tqdm progress bar.
+        opts: the run's options.
 
     Returns:
         The state after the last step.
     """
-    bar = progress_bar(range(len(schedule)), enabled=progress, total=len(schedule), desc="sampling")
-    for i in bar:
+    n = len(schedule)
+    for i in progress_bar(range(n), enabled=opts.progress, total=n, desc="sampling"):
         t, s = schedule[i]
         out = step(x, t, s)
-        if callback is not None:
-            callback(SamplingState(i, t, x, out.pred_original_sample, out.prev_sample))
+        if opts.callback is not None:
+            opts.callback(SamplingState(i, t, x, out.pred_original_sample, out.prev_sample))
         x = out.prev_sample
     return x
 
 
-def _clipped(x0: Tensor, clip_sample: float | None) -> Tensor:
-    return x0 if clip_sample is None else x0.clamp(-clip_sample, clip_sample)
+def _degradation_step(
+    denoise: Denoise, opts: SamplerOptions, rule: Callable[[Tensor, int, Tensor, int], StepOutput]
+) -> _Step:
+    """A linear degradation's step: ``rule(x0_hat, t, x_t, s)``, or for ``s == t`` (the
+    reference's final step) the state itself with the clipped :math:`\\hat x_0`."""
+
+    def step(x: Tensor, t: int, s: int) -> StepOutput:
+        x0 = denoise(x, t, s)
+        if s == t:
+            clip = opts.clip_sample
+            return StepOutput(x, x0 if clip is None else x0.clamp(-clip, clip))
+        return rule(x0, t, x, s)
+
+    return step
 
 
 def _gaussian(process: Process, name: str) -> DDPMScheduler:
@@ -142,101 +152,59 @@ def _gaussian(process: Process, name: str) -> DDPMScheduler:
 
 
 def sample_ddpm(
-    denoise: Denoise,
-    process: Process,
-    x: Tensor,
-    schedule: Sequence[tuple[int, int]],
-    options: SamplerOptions,
-    *,
-    generator: torch.Generator | None = None,
-    callback: Callable[[SamplingState], None] | None = None,
-    progress: bool = False,
+    denoise: Denoise, process: Process, x: Tensor, schedule: Schedule, opts: SamplerOptions
 ) -> Tensor:
     """Ancestral sampling (Ho et al., 2020, Algorithm 2): :meth:`DDPMScheduler.step
     <scalemix.DDPMScheduler.step>`, or :func:`~scalemix.degradation.reverse_step` (with
-    ``options.method``) through a linear degradation. See the module docstring for the
+    ``opts.method``) through a linear degradation. See the module docstring for the
     signature."""
+    gen = opts.generator
     if isinstance(process, DDPMScheduler):
         scheduler = process
 
         def step(x: Tensor, t: int, s: int) -> StepOutput:
-            return scheduler.step(denoise(x, t, s), t, x, prev_t=s, generator=generator)
+            return scheduler.step(denoise(x, t, s), t, x, prev_t=s, generator=gen)
 
-    else:
-        degradation = process
+        return run_steps(x, schedule, step, opts)
+    deg = process
 
-        def step(x: Tensor, t: int, s: int) -> StepOutput:
-            x0 = denoise(x, t, s)
-            if s == t:  # the reference's final step: the state itself
-                return StepOutput(x, _clipped(x0, options.clip_sample))
-            return reverse_step(
-                degradation,
-                x0,
-                t,
-                x,
-                prev_t=s,
-                method=options.method,
-                generator=generator,
-                clip_sample=options.clip_sample,
-            )
+    def rule(x0: Tensor, t: int, x: Tensor, s: int) -> StepOutput:
+        clip = opts.clip_sample
+        return reverse_step(
+            deg, x0, t, x, prev_t=s, method=opts.method, generator=gen, clip_sample=clip
+        )
 
-    return run_steps(x, schedule, step, callback=callback, progress=progress)
+    return run_steps(x, schedule, _degradation_step(denoise, opts, rule), opts)
 
 
 def sample_ddim(
-    denoise: Denoise,
-    process: Process,
-    x: Tensor,
-    schedule: Sequence[tuple[int, int]],
-    options: SamplerOptions,
-    *,
-    generator: torch.Generator | None = None,
-    callback: Callable[[SamplingState], None] | None = None,
-    progress: bool = False,
+    denoise: Denoise, process: Process, x: Tensor, schedule: Schedule, opts: SamplerOptions
 ) -> Tensor:
-    """DDIM (Song et al., 2021) with ``options.eta``: :meth:`DDPMScheduler.ddim_step
+    """DDIM (Song et al., 2021) with ``opts.eta``: :meth:`DDPMScheduler.ddim_step
     <scalemix.DDPMScheduler.ddim_step>`, or :func:`~scalemix.degradation.ddim_step`
     through a linear degradation (``eta = 1`` is then :func:`sample_ddpm` with the exact
     root, for the same seed)."""
-    eta = options.eta
+    eta, gen = opts.eta, opts.generator
     if isinstance(process, DDPMScheduler):
         scheduler = process
 
         def step(x: Tensor, t: int, s: int) -> StepOutput:
-            out = denoise(x, t, s)
-            return scheduler.ddim_step(out, t, x, prev_t=s, eta=eta, generator=generator)
+            return scheduler.ddim_step(denoise(x, t, s), t, x, prev_t=s, eta=eta, generator=gen)
 
-    else:
-        degradation = process
+        return run_steps(x, schedule, step, opts)
+    deg = process
 
-        def step(x: Tensor, t: int, s: int) -> StepOutput:
-            x0 = denoise(x, t, s)
-            if s == t:
-                return StepOutput(x, _clipped(x0, options.clip_sample))
-            return degradation_ddim_step(
-                degradation,
-                x0,
-                t,
-                x,
-                prev_t=s,
-                eta=eta,
-                generator=generator,
-                clip_sample=options.clip_sample,
-            )
+    def rule(x0: Tensor, t: int, x: Tensor, s: int) -> StepOutput:
+        clip = opts.clip_sample
+        return degradation_ddim_step(
+            deg, x0, t, x, prev_t=s, eta=eta, generator=gen, clip_sample=clip
+        )
 
-    return run_steps(x, schedule, step, callback=callback, progress=progress)
+    return run_steps(x, schedule, _degradation_step(denoise, opts, rule), opts)
 
 
 def sample_euler(
-    denoise: Denoise,
-    process: Process,
-    x: Tensor,
-    schedule: Sequence[tuple[int, int]],
-    options: SamplerOptions,
-    *,
-    generator: torch.Generator | None = None,
-    callback: Callable[[SamplingState], None] | None = None,
-    progress: bool = False,
+    denoise: Denoise, process: Process, x: Tensor, schedule: Schedule, opts: SamplerOptions
 ) -> Tensor:
     """Euler in the noise level of Karras et al. (2022): :meth:`DDPMScheduler.euler_step
     <scalemix.DDPMScheduler.euler_step>` (a :class:`~scalemix.DDPMScheduler` only)."""
@@ -245,19 +213,11 @@ def sample_euler(
     def step(x: Tensor, t: int, s: int) -> StepOutput:
         return scheduler.euler_step(denoise(x, t, s), t, x, prev_t=s)
 
-    return run_steps(x, schedule, step, callback=callback, progress=progress)
+    return run_steps(x, schedule, step, opts)
 
 
 def sample_heun(
-    denoise: Denoise,
-    process: Process,
-    x: Tensor,
-    schedule: Sequence[tuple[int, int]],
-    options: SamplerOptions,
-    *,
-    generator: torch.Generator | None = None,
-    callback: Callable[[SamplingState], None] | None = None,
-    progress: bool = False,
+    denoise: Denoise, process: Process, x: Tensor, schedule: Schedule, opts: SamplerOptions
 ) -> Tensor:
     """Heun's method of Karras et al. (2022), Algorithm 1: an Euler step, then (unless it
     lands on clean data) :meth:`DDPMScheduler.heun_step
@@ -275,20 +235,16 @@ def sample_heun(
             out, t, x, prev_t=s, euler_sample=x_e, euler_model_output=denoise(x_e, s, s)
         )
 
-    return run_steps(x, schedule, step, callback=callback, progress=progress)
+    return run_steps(x, schedule, step, opts)
 
 
 def _dpmpp(
     denoise: Denoise,
     process: Process,
     x: Tensor,
-    schedule: Sequence[tuple[int, int]],
-    options: SamplerOptions,
-    *,
+    schedule: Schedule,
+    opts: SamplerOptions,
     sde: bool,
-    generator: torch.Generator | None,
-    callback: Callable[[SamplingState], None] | None,
-    progress: bool,
 ) -> Tensor:
     scheduler = _gaussian(process, "dpmpp_2m_sde" if sde else "dpmpp_2m")
     last: list[tuple[Tensor, int]] = []  # the previous step's x0_hat and t
@@ -301,68 +257,32 @@ def _dpmpp(
             prev_t=s,
             last_x0=last[0][0] if last else None,
             last_t=last[0][1] if last else None,
-            threshold=options.threshold,
+            threshold=opts.threshold,
             sde=sde,
-            generator=generator,
+            generator=opts.generator,
         )
         last[:] = [(out.pred_original_sample, t)]
         return out
 
-    return run_steps(x, schedule, step, callback=callback, progress=progress)
+    return run_steps(x, schedule, step, opts)
 
 
 def sample_dpmpp_2m(
-    denoise: Denoise,
-    process: Process,
-    x: Tensor,
-    schedule: Sequence[tuple[int, int]],
-    options: SamplerOptions,
-    *,
-    generator: torch.Generator | None = None,
-    callback: Callable[[SamplingState], None] | None = None,
-    progress: bool = False,
+    denoise: Denoise, process: Process, x: Tensor, schedule: Schedule, opts: SamplerOptions
 ) -> Tensor:
     """The multistep DPM-Solver++ (2M) of Lu et al. (2022): :meth:`DDPMScheduler.dpmpp_2m_step
     <scalemix.DDPMScheduler.dpmpp_2m_step>`, first order on the first and on the last step
-    (which returns the model's :math:`\\hat x_0`); ``options.threshold`` applies."""
-    return _dpmpp(
-        denoise,
-        process,
-        x,
-        schedule,
-        options,
-        sde=False,
-        generator=generator,
-        callback=callback,
-        progress=progress,
-    )
+    (which returns the model's :math:`\\hat x_0`); ``opts.threshold`` applies."""
+    return _dpmpp(denoise, process, x, schedule, opts, sde=False)
 
 
 def sample_dpmpp_2m_sde(
-    denoise: Denoise,
-    process: Process,
-    x: Tensor,
-    schedule: Sequence[tuple[int, int]],
-    options: SamplerOptions,
-    *,
-    generator: torch.Generator | None = None,
-    callback: Callable[[SamplingState], None] | None = None,
-    progress: bool = False,
+    denoise: Denoise, process: Process, x: Tensor, schedule: Schedule, opts: SamplerOptions
 ) -> Tensor:
     """The SDE-DPM-Solver++ (2M): ``dpmpp_2m_step(..., sde=True)``, second-order
     ancestral sampling that converges to the samples of :func:`sample_ddpm` in fewer
     steps."""
-    return _dpmpp(
-        denoise,
-        process,
-        x,
-        schedule,
-        options,
-        sde=True,
-        generator=generator,
-        callback=callback,
-        progress=progress,
-    )
+    return _dpmpp(denoise, process, x, schedule, opts, sde=True)
 
 
 #: The lookup :func:`scalemix.sample` uses: sampler name -> sampler function.

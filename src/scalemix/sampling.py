@@ -287,17 +287,11 @@ def sample(
         threshold=threshold,
         method=method,
         clip_sample=1.0 if clip_sample == "default" else clip_sample,
-    )
-    x = SAMPLERS[sampler](
-        denoise,
-        process,
-        x,
-        schedule,
-        options,
         generator=generator,
         callback=callback,
         progress=progress,
-    ).to(dtype)
+    )
+    x = SAMPLERS[sampler](denoise, process, x, schedule, options).to(dtype)
     if not bool(torch.isfinite(x).all()):  # one host synchronisation per call
         raise ValueError(
             f"sample() produced NaN or infinite values with the model "
