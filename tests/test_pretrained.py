@@ -9,7 +9,9 @@ import re
 import socket
 import subprocess
 import sys
+import types
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,7 @@ from scalemix.nn import (
     FlexiUNet,
     LearnedAffineUpscale,
     MLPDenoiser,
+    PretrainedMixin,
     ScaleUpscale,
     TimestepGate,
 )
@@ -567,3 +570,146 @@ def test_docs_page_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
                 exec(compile(code, "docs/pretrained.md", "exec"), namespace)
     finally:
         torch.set_num_threads(threads)
+
+
+# ------------------------------------------------------------------ networks of one's own
+@dataclass(frozen=True)
+class OwnConfig:
+    width: int = 4
+    gain: float = 1.0
+    kernels: tuple[int, ...] = (3, 1)
+    activation: str = "relu"
+    bias: bool = True
+    groups: int | None = None
+
+
+class OwnNet(PretrainedMixin, nn.Module):
+    """A network of one's own: a frozen dataclass config, the constructor's one argument."""
+
+    config: OwnConfig
+
+    def __init__(self, config: OwnConfig) -> None:
+        super().__init__()
+        self.config = config
+        k1, k2 = config.kernels
+        self.conv1 = nn.Conv2d(1, config.width, k1, padding=k1 // 2, bias=config.bias)
+        self.conv2 = nn.Conv2d(config.width, 1, k2, padding=k2 // 2, bias=config.bias)
+
+    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+        out: Tensor = self.conv2(torch.relu(self.conv1(x))) * self.config.gain
+        return out
+
+
+@dataclass
+class MutableConfig:
+    width: int = 4
+
+
+@dataclass(frozen=True)
+class MappingConfig:
+    sizes: dict[str, int]
+
+
+class NoConfigNet(PretrainedMixin, nn.Linear):
+    pass
+
+
+class MutableConfigNet(PretrainedMixin, nn.Module):
+    config: MutableConfig
+
+
+class MappingConfigNet(PretrainedMixin, nn.Module):
+    config: MappingConfig
+
+
+def test_own_network_round_trip(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    config = OwnConfig(width=3, gain=0.5, kernels=(5, 3), activation="relu", groups=None)
+    net = OwnNet(config)
+    folder = net.save_pretrained(tmp_path / "own")
+    saved = json.loads((folder / "config.json").read_text())
+    # the dataclass fields as JSON, tuples as lists, with the class name and version
+    assert {k: v for k, v in saved.items() if k != "_scalemix_version"} == {
+        "_class_name": "OwnNet",
+        "width": 3,
+        "gain": 0.5,
+        "kernels": [5, 3],
+        "activation": "relu",
+        "bias": True,
+        "groups": None,
+    }
+    loaded = OwnNet.from_pretrained(folder)
+    assert loaded.config == config and not loaded.training
+    x, t = torch.randn(2, 1, 6, 6), torch.tensor([0, 1])
+    with torch.no_grad():
+        assert torch.equal(loaded(x, t), net(x, t))
+    # export_pretrained takes it (and unwraps its moving average) like a built-in model
+    export_pretrained(AveragedModel(net), tmp_path / "avg")
+    assert OwnNet.from_pretrained(tmp_path / "avg").config == config
+
+
+def test_own_network_config_json_is_checked(tmp_path: Path) -> None:
+    folder = OwnNet(OwnConfig()).save_pretrained(tmp_path / "own")
+    saved = json.loads((folder / "config.json").read_text())
+    for key, value, error, message in [
+        ("width", 2.5, TypeError, "'width' must be an integer"),
+        ("kernels", [3, "x"], TypeError, r"'kernels\[1\]' must be an integer"),
+        ("groups", "two", TypeError, "'groups' must be an integer"),
+        ("depth", 3, ValueError, "'depth' is not an argument of OwnNet; accepted: activation"),
+    ]:
+        (folder / "config.json").write_text(json.dumps({**saved, key: value}))
+        with pytest.raises(error, match=message):
+            OwnNet.from_pretrained(folder)
+
+
+DOCS_POINTER = "see the docs page 'Your own network', section 'Saving and loading your own network'"
+
+
+@pytest.mark.parametrize(
+    ("model", "what"),
+    [
+        (NoConfigNet(2, 2), "it declares no config"),
+        (MutableConfigNet(), "MutableConfigNet cannot .* annotated .*MutableConfig.*, which is no"),
+        (MappingConfigNet(), "config field 'sizes' has the type dict\\[str, int\\]; accepted: int"),
+    ],
+)
+def test_unsupported_own_network_names_the_problem_and_the_docs(
+    tmp_path: Path, model: nn.Module, what: str
+) -> None:
+    with pytest.raises(TypeError, match=what) as err:
+        export_pretrained(model, tmp_path / "x")
+    assert DOCS_POINTER in str(err.value)
+    if isinstance(model, PretrainedMixin):  # the method itself says the same
+        with pytest.raises(TypeError, match=what) as err:
+            model.save_pretrained(tmp_path / "x")
+        assert DOCS_POINTER in str(err.value)
+    assert not (tmp_path / "x").exists()  # checked before anything is written
+
+
+def test_own_network_with_a_config_of_another_class(tmp_path: Path) -> None:
+    net = OwnNet(OwnConfig())
+    net.config = MutableConfig()  # type: ignore[assignment]
+    with pytest.raises(TypeError, match=r"self\.config is a MutableConfig, not the declared"):
+        net.save_pretrained(tmp_path / "x")
+
+
+def test_own_networks_page_runs_and_prints_what_it_states(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The python blocks of docs/own_networks.md, run in order as one script.
+
+    They run as a reader's module would (its own entry in ``sys.modules``, none of this
+    file's ``__future__`` flags), and print what the page says they print.
+    """
+    page = (ROOT / "docs" / "own_networks.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", page, re.DOTALL)
+    stated = re.findall(r"It prints `([^`]*)`", page)
+    module = types.ModuleType("own_networks_page")
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    out = io.StringIO()
+    threads = torch.get_num_threads()
+    try:
+        with contextlib.redirect_stdout(out):
+            for code in blocks:
+                exec(compile(code, "own_networks.md", "exec", dont_inherit=True), module.__dict__)
+    finally:
+        torch.set_num_threads(threads)
+    assert len(blocks) == 3 and out.getvalue().splitlines() == stated

@@ -61,9 +61,11 @@ OWN_NETWORK_DOCS = (
 
 
 def unsupported_model(model: object, what: str) -> TypeError:
-    """The ``TypeError`` for a model that cannot be saved: what is wrong, and the docs."""
+    """The ``TypeError`` for a model (or model class) that cannot be saved: what is
+    wrong, how to declare a config, and where the docs explain it."""
+    name = model.__name__ if isinstance(model, type) else type(model).__name__
     return TypeError(
-        f"{type(model).__name__} cannot be saved with save_pretrained: {what}. Subclass "
+        f"{name} cannot be saved with save_pretrained: {what}. Subclass "
         "scalemix.nn.PretrainedMixin, annotate 'config: YourConfig' with a frozen "
         "dataclass of JSON values (int, float, bool, str, tuples of them, or None), take "
         f"it as the constructor's one argument and keep it as self.config; {OWN_NETWORK_DOCS}"
@@ -130,7 +132,7 @@ class PretrainedMixin:
             params = getattr(hint, "__dataclass_params__", None)
             if not (isinstance(hint, type) and params is not None and params.frozen):
                 raise unsupported_model(
-                    cls, f"its 'config' is annotated {hint!r}, no frozen dataclass"
+                    cls, f"its 'config' is annotated {hint!r}, which is no frozen dataclass"
                 )
             return cast("type[DataclassInstance]", hint)
         return None
