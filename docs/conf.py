@@ -59,7 +59,9 @@ myst_heading_anchors = 3
 # derived from ``__all__``, so new modules and names need no edit here.
 API_MODULES = {
     "scalemix": "Top-level API",
-    "scalemix.schedules": "Beta schedules",
+    "scalemix.types": "Shared types: step results, sampler states, denoiser protocols",
+    "scalemix.schedules": "Beta schedules and timestep spacings",
+    "scalemix.samplers": "Samplers: one function per sampler, one signature",
     "scalemix.solvers": "Reverse-step rules (DDIM, Euler, Heun, DPM-Solver++)",
     "scalemix.nn": "Neural-network blocks",
     "scalemix.degradation": "Linear degradations",

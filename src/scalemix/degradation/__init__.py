@@ -21,8 +21,11 @@ from .ddim import SeparableSpectrum as SeparableSpectrum
 from .ddim import SupportsGramSpectrum as SupportsGramSpectrum
 from .ddim import ddim_step as ddim_step
 from .ddim import gram_spectrum as gram_spectrum
+from .ddim import supports_ddim as supports_ddim
+from .noise_schedule import NoiseSchedule as NoiseSchedule
 from .posterior import PosteriorCoefficients as PosteriorCoefficients
 from .posterior import ReverseMethod as ReverseMethod
+from .posterior import ReverseStepOptions as ReverseStepOptions
 from .posterior import posterior_coefficients as posterior_coefficients
 from .posterior import posterior_mean as posterior_mean
 from .posterior import reverse_step as reverse_step
@@ -55,10 +58,12 @@ __all__ = [
     "BlurDegradation",
     "GaussianDegradation",
     "LinearDegradation",
+    "NoiseSchedule",
     "PosteriorCoefficients",
     "Pyramid",
     "ResolutionScheduleName",
     "ReverseMethod",
+    "ReverseStepOptions",
     "ScaleSpaceDegradation",
     "SeparableSpectrum",
     "Spacing",
@@ -84,6 +89,7 @@ __all__ = [
     "respaced_timesteps",
     "reverse_step",
     "sigmoid_like",
+    "supports_ddim",
     "tanh_like",
     "unet_level",
 ]
