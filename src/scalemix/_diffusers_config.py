@@ -1,29 +1,11 @@
 r"""Conversion of a diffusion process to and from diffusers' scheduler configs.
 
-A diffusers scheduler is a diffusion process (its betas, what the model predicts) plus
-the settings of one solver. The conversion maps the process and the ancestral-step
-options name for name:
-
-* ``beta_schedule``: ``"linear"``, ``"scaled_linear"``, ``"squaredcos_cap_v2"`` and
-  ``"sigmoid"`` are scalemix's ``"linear"``, ``"quadratic"``, ``"cosine"`` and
-  ``"sigmoid"``; ``trained_betas`` is ``betas``;
-* ``num_train_timesteps``, ``beta_start``, ``beta_end``, ``prediction_type`` (the same
-  three names) and ``rescale_betas_zero_snr`` keep their names;
-* ``variance_type``: ``"fixed_small"`` (and ``"fixed_small_log"``, the same step) and
-  ``"fixed_large"``;
-* ``clip_sample=True`` with ``clip_sample_range=r`` is ``clip_sample=r``;
-* ``timestep_spacing`` is the ``spacing=`` of ``timesteps()`` and ``sample()``.
-
-Options that change the computation and have no scalemix counterpart (``thresholding``,
-``steps_offset``, ``set_alpha_to_one=False``, Karras or flow sigmas, learned variances,
-the ``laplace`` schedule, ...) raise a :class:`ValueError` naming the option and value;
-the settings that only configure one of diffusers' own solvers (``solver_order``,
-``algorithm_type``, ...) are ignored, since scalemix samples with its own ``ddpm`` and
-``ddim`` samplers. No function here imports diffusers (a scheduler object is read
-through its ``config`` mapping) or constructs a scalemix scheduler: each conversion is
-written once here, on the constructor arguments of :class:`~scalemix.DDPMScheduler`
-(its ``from_diffusers`` and ``to_diffusers_config``, :mod:`scalemix.interop` and
-:mod:`scalemix.hub` call these functions).
+Each conversion is written once here, on the constructor arguments of
+:class:`~scalemix.DDPMScheduler`; its ``from_diffusers`` and ``to_diffusers_config``,
+:mod:`scalemix.interop` and :mod:`scalemix.hub` call these functions. This module
+imports neither diffusers (a scheduler object is read through its ``config`` mapping)
+nor the scheduler (it is read through :class:`DiffusionProcess`). The mapping of the
+option names is in the docstring of :mod:`scalemix.interop`'s scheduler conversion.
 """
 
 from __future__ import annotations
@@ -249,9 +231,9 @@ def scheduler_kwargs_from_diffusers(
     or its config dict (e.g. a loaded ``scheduler_config.json``). The betas, and so
     :math:`\bar\alpha_t = \prod_{s \le t}(1-\beta_s)` and the posterior variances, are
     the same up to diffusers' float32 tables (scalemix computes in float64). The mapping
-    of the option names is in the module docstring. A key missing from a config dict
-    takes diffusers' ``DDPMScheduler`` default, except ``clip_sample``: a config without
-    it does not clip. ``timestep_spacing`` is checked but is no argument of the
+    of the option names is on the page "Coming from diffusers". A key missing from a
+    config dict takes diffusers' ``DDPMScheduler`` default, except ``clip_sample``: a
+    config without it does not clip. ``timestep_spacing`` is checked but is no argument of the
     scheduler; read it with :func:`timestep_spacing_from_diffusers`.
 
     Args:

@@ -4,14 +4,14 @@ r"""Pretrained models as folders: the model, and what it takes to sample from it
 :class:`~scalemix.nn.FlexiUNet` have ``save_pretrained(folder)`` and
 ``from_pretrained(folder_or_repo_id)`` in the format of huggingface_hub's
 ``PyTorchModelHubMixin`` (``config.json`` with the constructor arguments,
-``model.safetensors`` with the weights), from :class:`PretrainedMixin`. This module adds
-the files and helpers around them:
+``model.safetensors`` with the weights), from :class:`~scalemix.nn.PretrainedMixin`.
+This module adds the files and helpers around them:
 
 * :func:`export_pretrained` writes the final EMA model of :func:`scalemix.training.train`
   or :func:`scalemix.training.train_images` (or any of the three models, unwrapping an
   :class:`~torch.optim.swa_utils.AveragedModel`, DDP or :func:`torch.compile`) in one call;
-  a network of your own too, once it subclasses :class:`PretrainedMixin` (the page "Your
-  own network");
+  a network of your own too, once it subclasses :class:`~scalemix.nn.PretrainedMixin`
+  (the page "Your own network");
 * :func:`scheduler_config` / :func:`load_scheduler`: the :class:`~scalemix.DDPMScheduler`
   as ``scheduler_config.json``, in diffusers' format (so diffusers'
   ``DDPMScheduler.from_pretrained(folder)`` reads it too);
@@ -45,7 +45,8 @@ from .nn._hub_files import (
     require_hub,
     resolve_file,
 )
-from .nn._pretrained import PretrainedMixin, unsupported_model
+from .nn._pretrained import PretrainedMixin as PretrainedMixin  # documented in scalemix.nn
+from .nn._pretrained import unsupported_model
 from .nn._sidecars import degradation_config as degradation_config
 from .nn._sidecars import degradation_from_config as degradation_from_config
 from .nn._sidecars import scheduler_config as scheduler_config
@@ -56,7 +57,6 @@ __all__ = [
     "DEGRADATION_CONFIG_NAME",
     "SCHEDULER_CONFIG_NAME",
     "WEIGHTS_NAME",
-    "PretrainedMixin",
     "degradation_config",
     "degradation_from_config",
     "export_pretrained",
@@ -180,7 +180,7 @@ def export_pretrained(
     Raises:
         ImportError: without the extra ``scalemix[hub]``.
         TypeError: an object with no such model, or a model that is no
-            :class:`PretrainedMixin` (:class:`~scalemix.nn.MLPDenoiser`,
+            :class:`~scalemix.nn.PretrainedMixin` (:class:`~scalemix.nn.MLPDenoiser`,
             :class:`~scalemix.nn.DualScaleDenoiser`, :class:`~scalemix.nn.FlexiUNet`, or
             a network of your own declaring its config: the page "Your own network").
     """

@@ -1,9 +1,30 @@
 r"""Conversion between :class:`~scalemix.DDPMScheduler` and diffusers' scheduler configs.
 
-The conversions themselves are written once, in ``scalemix._diffusers_config`` (which
-imports neither the scheduler nor diffusers); this module names them for users and
-builds the :class:`~scalemix.DDPMScheduler`. The mapping of the option names is on the
-page "Coming from diffusers".
+A diffusers scheduler is a diffusion process (its betas, what the model predicts) plus
+the settings of one solver. The conversion maps the process and the ancestral-step
+options name for name:
+
+* ``beta_schedule``: ``"linear"``, ``"scaled_linear"``, ``"squaredcos_cap_v2"`` and
+  ``"sigmoid"`` are scalemix's ``"linear"``, ``"quadratic"``, ``"cosine"`` and
+  ``"sigmoid"``; ``trained_betas`` is ``betas``;
+* ``num_train_timesteps``, ``beta_start``, ``beta_end``, ``prediction_type`` (the same
+  three names) and ``rescale_betas_zero_snr`` keep their names;
+* ``variance_type``: ``"fixed_small"`` (and ``"fixed_small_log"``, the same step) and
+  ``"fixed_large"``;
+* ``clip_sample=True`` with ``clip_sample_range=r`` is ``clip_sample=r``;
+* ``timestep_spacing`` is the ``spacing=`` of ``timesteps()`` and ``sample()``.
+
+Options that change the computation and have no scalemix counterpart (``thresholding``,
+``steps_offset``, ``set_alpha_to_one=False``, Karras or flow sigmas, learned variances,
+the ``laplace`` schedule, ...) raise a :class:`ValueError` naming the option and value;
+the settings that only configure one of diffusers' own solvers (``solver_order``,
+``algorithm_type``, ...) are ignored, since scalemix samples with its own ``ddpm`` and
+``ddim`` samplers.
+
+No function here imports diffusers: a scheduler object is read through its ``config``
+mapping. The conversions are written once, in ``scalemix._diffusers_config`` (which
+does not import the scheduler either); this module names them and builds the
+:class:`~scalemix.DDPMScheduler`.
 """
 
 from __future__ import annotations
@@ -35,7 +56,8 @@ def scheduler_from_diffusers(
     or its config dict (e.g. a loaded ``scheduler_config.json``). The betas, and so
     :math:`\bar\alpha_t` and the posterior variances, are the same up to diffusers'
     float32 tables (scalemix computes in float64); where the DDPM and DDIM steps of the
-    two libraries differ is listed on the page "Coming from diffusers". A key missing
+    two libraries differ is listed on the page "Coming from diffusers"; the mapping of
+    the option names is in the module docstring. A key missing
     from a config dict takes diffusers' ``DDPMScheduler`` default, except
     ``clip_sample``: a config without it does not clip. ``timestep_spacing`` is not
     part of a scalemix scheduler; read it with :func:`timestep_spacing_from_diffusers`.

@@ -106,7 +106,7 @@ class DualScaleDenoiser(PretrainedMixin, nn.Module):
     ``save_pretrained(folder)`` / ``DualScaleDenoiser.from_pretrained(folder_or_repo_id)``
     store it as ``config.json`` (the six sizes and scales, the gate and the upscale as
     nested objects, so a model built by :meth:`from_preset` comes back with its gate)
-    and ``model.safetensors`` (:class:`~scalemix.hub.PretrainedMixin`; extra
+    and ``model.safetensors`` (:class:`~scalemix.nn.PretrainedMixin`; extra
     ``scalemix[hub]``). The upscale must then be a :class:`LearnedAffineUpscale` or a
     :class:`~scalemix.nn.ScaleUpscale`.
 

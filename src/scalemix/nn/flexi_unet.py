@@ -95,7 +95,7 @@ class FlexiUNet(PretrainedMixin, nn.Module):
 
     **Saving.** ``save_pretrained(folder)`` / ``FlexiUNet.from_pretrained(folder_or_repo_id)``
     store the constructor arguments in ``config.json`` and the weights in
-    ``model.safetensors`` (:class:`~scalemix.hub.PretrainedMixin`; extra ``scalemix[hub]``).
+    ``model.safetensors`` (:class:`~scalemix.nn.PretrainedMixin`; extra ``scalemix[hub]``).
 
     Args:
         in_channels: channels ``c`` of the input image.

@@ -140,7 +140,7 @@ class MLPDenoiser(PretrainedMixin, nn.Module):
 
     ``save_pretrained(folder)`` / ``MLPDenoiser.from_pretrained(folder_or_repo_id)``
     store it as ``config.json`` (the six arguments) and ``model.safetensors``
-    (:class:`~scalemix.hub.PretrainedMixin`; extra ``scalemix[hub]``).
+    (:class:`~scalemix.nn.PretrainedMixin`; extra ``scalemix[hub]``).
 
     Args:
         embedding_dim: size ``E`` of each sinusoidal embedding (128 as published).
