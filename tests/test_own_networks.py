@@ -18,11 +18,11 @@ from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel
 
 from scalemix import ScaleSpaceDegradation
-from scalemix.scale_space import scale_space_loss
-from scalemix.scale_space._model_checks import (
+from scalemix._model_checks import (
     check_scale_space_model,
     declared_changes_resolution,
 )
+from scalemix.scale_space import scale_space_loss
 from scalemix.scale_space.upsample_input import UpsampleInput
 
 PYRAMID = ScaleSpaceDegradation(16, 3, num_train_timesteps=20)  # 16 px to t=10, 8 to 16, 4

@@ -145,3 +145,37 @@ def test_model_kwargs_reach_every_call(sampler: SamplerName) -> None:
 
         sample(ss_model, deg, (2, 1, 8, 8), sampler=sampler, steps=4, model_kwargs=kwargs)
         assert seen and set(seen) == {0.25}
+
+
+class FixedResolution(torch.nn.Module):
+    """A network that keeps its input's size and says so (``out_size`` must be x's)."""
+
+    changes_resolution = False
+
+    def forward(self, x: Tensor, t: Tensor, out_size: int | None = None) -> Tensor:
+        assert out_size in (None, x.shape[-1])
+        return torch.tanh(x)
+
+
+class Plain(torch.nn.Module):
+    """A resolution-preserving network with the plain ``(x, t)`` signature."""
+
+    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+        return torch.tanh(x)
+
+
+def test_misfits_fail_when_the_loss_or_sampler_is_built() -> None:
+    from scalemix.scale_space import UpsampleInput, scale_space_loss
+
+    deg = ScaleSpaceDegradation(16, 3, num_train_timesteps=30)
+    x0 = torch.zeros(2, 1, 16, 16)
+    bare = FixedResolution()
+    with pytest.raises(ValueError, match=r"16x16 -> 8x8 -> 4x4|4x4 -> 8x8 -> 16x16"):
+        sample(bare, deg, (2, 1, 16, 16), steps=3)
+    with pytest.raises(ValueError, match="UpsampleInput"):
+        scale_space_loss(bare, deg, x0, generator=torch.Generator().manual_seed(0))
+    wrapped = UpsampleInput(Plain())
+    assert sample(wrapped, deg, (2, 1, 16, 16), steps=3).shape == (2, 1, 16, 16)
+    assert torch.isfinite(scale_space_loss(wrapped, deg, x0, t=29))
+    one_level = ScaleSpaceDegradation(16, 1, num_train_timesteps=30)
+    assert sample(bare, one_level, (2, 1, 16, 16), steps=3).shape == (2, 1, 16, 16)

@@ -29,11 +29,11 @@ from .sampling import SamplingSpacing as SamplingSpacing
 from .sampling import sample as sample
 from .scale_space import scale_space_loss as scale_space_loss
 from .scale_space import scale_space_sample as scale_space_sample
-from .schedules import Spacing as Spacing
-from .schedules import TimestepSpacing as TimestepSpacing
 from .scheduler import DDPMScheduler as DDPMScheduler
 from .scheduler import PredictionType as PredictionType
 from .scheduler import VarianceType as VarianceType
+from .schedules import Spacing as Spacing
+from .schedules import TimestepSpacing as TimestepSpacing
 from .types import Denoiser as Denoiser
 from .types import Posterior as Posterior
 from .types import SamplingState as SamplingState

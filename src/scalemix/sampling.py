@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import solvers
+from ._model_checks import check_scale_space_model
 from ._utils import check_choice, check_finite, check_steps, randn
 from ._validation import check_model_dtype, shared_timesteps
 from .degradation.ddim import supports_ddim
@@ -224,6 +225,9 @@ def sample(
             settings given with a scheduler, a model output of the wrong shape, or
             NaN/inf in ``x_T`` or, after the loop, anywhere in the samples (one check
             per call; run inside :func:`scalemix.debug.check_values` to find the step).
+            A network that cannot change resolution (``changes_resolution = False``, e.g.
+            :class:`~scalemix.interop.DiffusersUNet`) on a multi-level pyramid, with the
+            fix (:class:`~scalemix.scale_space.UpsampleInput`) in the message.
         TypeError: ``dtype`` differs from the parameters of a ``torch.nn.Module`` model,
             an unknown kind of process, or ``"ddim"`` on a degradation without a
             closed-form spectrum.
@@ -263,6 +267,7 @@ def sample(
                 f"shape must be (b, c, *{full}) for this degradation (its full-resolution "
                 f"spatial shape), got {shape}"
             )
+        check_scale_space_model(model, process, upsample_top_level=upsample_top_level)
         ts = respaced_timesteps(process, steps, spacing).tolist()
         if final_step == "reference" and tuple(process.spatial_shape(ts[-1])) != full:
             raise ValueError(

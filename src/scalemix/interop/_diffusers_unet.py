@@ -21,7 +21,7 @@ class DiffusersUNet(torch.nn.Module):
     and :func:`scalemix.scale_space_sample`. A ``UNet2DModel`` keeps the resolution, so
     the wrapper declares ``changes_resolution = False``: on a pyramid of several levels
     wrap it once more, ``UpsampleInput(DiffusersUNet(unet))``
-    (:class:`~scalemix.scale_space.upsample_input.UpsampleInput` upsamples the input to
+    (:class:`~scalemix.scale_space.UpsampleInput` upsamples the input to
     ``out_size``); alone it serves a one-level pyramid
     (``ScaleSpaceDegradation(image_size, num_levels=1)``), where every step is
     resolution-preserving. The UNet's parameters are the wrapper's (``unet.`` prefix in

@@ -1,8 +1,10 @@
 """Scale Space Diffusion training and sampling (Mukhopadhyay et al., 2026).
 
 The forward process lives in :class:`scalemix.degradation.ScaleSpaceDegradation`;
-this package holds the x0-at-next-resolution loss and the ancestral sampler, which
-take any :class:`ScaleSpaceDenoiser`.
+this package holds the x0-at-next-resolution loss, the sampler's scale-space spelling
+(:func:`scale_space_sample`, an alias of :func:`scalemix.sample`) and
+:class:`UpsampleInput`, which makes any fixed-resolution network a
+:class:`ScaleSpaceDenoiser`.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from .loss import scale_space_loss_terms as scale_space_loss_terms
 from .sampler import FinalStep as FinalStep
 from .sampler import ScaleSpaceSamplerName as ScaleSpaceSamplerName
 from .sampler import scale_space_sample as scale_space_sample
+from .upsample_input import UpsampleInput as UpsampleInput
 
 __all__ = [
     "FinalStep",
@@ -23,6 +26,7 @@ __all__ = [
     "ScaleSpaceLossTerms",
     "ScaleSpaceSamplerName",
     "TimestepSampling",
+    "UpsampleInput",
     "sample_training_timesteps",
     "scale_space_loss",
     "scale_space_loss_terms",

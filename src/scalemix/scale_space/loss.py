@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .._model_checks import check_scale_space_model
 from .._utils import check_choice, randn
 from ..degradation._checks import check_state
 from ..degradation.trainable import TrainableDegradation
@@ -136,10 +137,14 @@ def scale_space_loss_terms(
 
     Raises:
         ValueError: an empty batch, items with different resolution pairs, a wrong noise
-            shape, a model output of the wrong shape, or ``min_snr_gamma <= 0``.
+            shape, a model output of the wrong shape, ``min_snr_gamma <= 0``, or a
+            network that cannot change resolution (``changes_resolution = False``) on a
+            multi-level pyramid (the message names the fix,
+            :class:`~scalemix.scale_space.UpsampleInput`).
     """
     if min_snr_gamma is not None and not min_snr_gamma > 0:
         raise ValueError(f"min_snr_gamma must be None or positive, got {min_snr_gamma}")
+    check_scale_space_model(model, degradation, upsample_top_level=upsample_top_level)
     size = degradation.image_size
     check_state("x0", x0, (size, size))
     b, c = int(x0.shape[0]), int(x0.shape[1])

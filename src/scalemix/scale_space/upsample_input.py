@@ -35,7 +35,8 @@ class UpsampleInput(nn.Module):
     :func:`~scalemix.scale_space.scale_space_sample` on a pyramid of any number of
     levels. It declares ``changes_resolution = True`` (the wrapped model typically
     declares ``False``), which is what
-    ``scalemix.scale_space._model_checks.check_scale_space_model`` reads. The wrapped
+    ``scalemix._model_checks.check_scale_space_model`` reads (the scale-space loss and
+    :func:`scalemix.sample` call it). The wrapped
     model's parameters are the wrapper's (``model.`` prefix in the state dict).
 
     Args:

@@ -4,7 +4,7 @@ A model declares whether it can return its prediction at another size than its i
 (``out_size`` different from ``x``'s size) with the class attribute
 ``changes_resolution``: ``False`` for a fixed-resolution network such as
 :class:`~scalemix.interop.DiffusersUNet`, ``True`` for one that honours ``out_size``
-(:class:`~scalemix.nn.FlexiUNet`, :class:`~scalemix.scale_space.upsample_input.UpsampleInput`).
+(:class:`~scalemix.nn.FlexiUNet`, :class:`~scalemix.scale_space.UpsampleInput`).
 A model that declares nothing is not checked.
 """
 
@@ -84,6 +84,9 @@ def check_scale_space_model(
     """
     if declared_changes_resolution(model) is not False:
         return
+    changes = getattr(degradation, "change_steps", None)  # cached by the pyramids
+    if isinstance(changes, tuple) and len(changes) <= (1 if upsample_top_level else 0):
+        return  # the fast path of a training step: no walk over the timesteps
     sizes = _sizes(degradation)
     if len(sizes) < 2 or (upsample_top_level and len(sizes) == 2):
         return
@@ -92,7 +95,7 @@ def check_scale_space_model(
         f"{type(model).__name__} keeps the resolution of its input (changes_resolution="
         f"False), but the degradation's size changes with t ({listed}), so on a change "
         "step the model must predict at a larger size than it is given. Wrap it: "
-        "scalemix.scale_space.upsample_input.UpsampleInput(model) upsamples its input to "
+        "scalemix.scale_space.UpsampleInput(model) upsamples its input to "
         "out_size; for a two-level pyramid, upsample_top_level=True in the loss and the "
         "sampler does the same"
     )
