@@ -63,6 +63,7 @@ API_MODULES = {
     "scalemix.schedules": "Beta schedules and timestep spacings",
     "scalemix.samplers": "Samplers: one function per sampler, one signature",
     "scalemix.solvers": "Reverse-step rules (DDIM, Euler, Heun, DPM-Solver++)",
+    "scalemix.guidance": "Guidance: classifier-free guidance and autoguidance",
     "scalemix.nn": "Neural-network blocks",
     "scalemix.degradation": "Linear degradations",
     "scalemix.scale_space": "Scale Space Diffusion training and sampling",

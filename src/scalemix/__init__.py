@@ -4,13 +4,14 @@ The most used names are importable from the top level; everything else lives in 
 subpackages :mod:`scalemix.nn`, :mod:`scalemix.degradation`, :mod:`scalemix.scale_space`,
 :mod:`scalemix.metrics`, :mod:`scalemix.datasets`, :mod:`scalemix.training`,
 :mod:`scalemix.schedules`, :mod:`scalemix.solvers`, :mod:`scalemix.samplers`,
-:mod:`scalemix.types` and :mod:`scalemix.debug`. Importing
+:mod:`scalemix.types`, :mod:`scalemix.guidance` and :mod:`scalemix.debug`. Importing
 scalemix has no side effects.
 """
 
 from __future__ import annotations
 
 from . import debug as debug
+from . import guidance as guidance
 from . import samplers as samplers
 from . import schedules as schedules
 from . import solvers as solvers
@@ -63,6 +64,7 @@ __all__ = [
     "VarianceType",
     "__version__",
     "debug",
+    "guidance",
     "sample",
     "samplers",
     "scale_space_loss",

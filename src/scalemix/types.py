@@ -12,7 +12,14 @@ from typing import NamedTuple, Protocol
 
 from torch import Tensor
 
-__all__ = ["Denoiser", "Posterior", "SamplingState", "ScaleSpaceDenoiser", "StepOutput"]
+__all__ = [
+    "ConditionalDenoiser",
+    "Denoiser",
+    "Posterior",
+    "SamplingState",
+    "ScaleSpaceDenoiser",
+    "StepOutput",
+]
 
 
 class StepOutput(NamedTuple):
@@ -69,9 +76,26 @@ class Denoiser(Protocol):
     (the samplers pass one timestep for the whole batch as an expanded view, stride 0)
     returns a tensor of the shape of ``x`` (noise, ``x0`` or ``v``, as the scheduler's
     ``prediction_type`` says). Every ``torch.nn.Module`` with that forward qualifies.
+    Conditioning comes as keyword arguments, ``model(x, t, **model_kwargs)``, which
+    every sampler, loss and trainer passes through (see :class:`ConditionalDenoiser`).
     """
 
     def __call__(self, x: Tensor, t: Tensor, /) -> Tensor: ...
+
+
+class ConditionalDenoiser(Protocol):
+    """A class-conditional denoiser: ``model(x, t, class_labels=y)``.
+
+    ``class_labels`` is int64 of shape ``(b,)`` with values in ``[0, K]`` for a model of
+    ``K`` classes, ``K`` being the learned null class (the unconditional model, which
+    :class:`~scalemix.guidance.ClassifierFreeGuidance` uses as its guide); ``None``
+    means the null class for every item. scalemix's networks built with
+    ``num_classes=K`` qualify.
+    """
+
+    def __call__(
+        self, x: Tensor, t: Tensor, /, *, class_labels: Tensor | None = None
+    ) -> Tensor: ...
 
 
 class ScaleSpaceDenoiser(Protocol):
