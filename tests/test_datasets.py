@@ -132,3 +132,25 @@ def test_bad_arguments_raise() -> None:
         line(10, seed=1.5)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="noise"):
         moons(10, noise=-1.0)
+
+
+def test_labelled_mixture_labels_each_point_with_its_data_set() -> None:
+    """Equal counts per data set, label ``k`` on the points of ``names[k]``, drawn in
+    order from one generator (so block ``k`` equals a sequential ``make_dataset``)."""
+    from scalemix.datasets import make_labelled_mixture
+
+    names = ["moons", "circle", "line"]
+    points, labels = make_labelled_mixture(names, 30, seed=4)  # type: ignore[arg-type]
+    assert points.shape == (30, 2) and points.dtype == torch.float32
+    assert labels.shape == (30,) and labels.dtype == torch.int64
+    assert torch.bincount(labels).tolist() == [10, 10, 10]
+    rng = np.random.default_rng(4)
+    for k, name in enumerate(names):
+        expected = make_dataset(name, 10, seed=rng)  # type: ignore[arg-type]
+        assert torch.equal(points[labels == k], expected)
+    again = make_labelled_mixture(names, 30, seed=4)  # type: ignore[arg-type]
+    assert torch.equal(again[0], points) and torch.equal(again[1], labels)
+    for bad, match in [((names, 31), "multiple"), ((["moons", "moons"], 4), "distinct"),
+                       (([], 4), "at least one"), ((["nope"], 4), "dataset")]:  # fmt: skip
+        with pytest.raises(ValueError, match=match):
+            make_labelled_mixture(*bad)  # type: ignore[arg-type]

@@ -105,3 +105,34 @@ def test_installed_package_has_the_standard_splits() -> None:
     test = FashionMNIST(split="test")
     assert len(test) == 10_000
     assert torch.bincount(test.labels).tolist() == [1000] * 10
+
+
+def test_labels_true_yields_image_label_pairs(tmp_path: Path, write_fashion_mnist: Writer) -> None:
+    """``labels=True``: items ``(image, label)``, the label read from the label file as
+    int64; the image equals the unlabelled data set's; a DataLoader batches the pairs."""
+    write_fashion_mnist(tmp_path, "test", 7, gz=False)
+    truth = read_idx(tmp_path / "t10k-labels-idx1-ubyte").astype(np.int64)
+    plain = FashionMNIST(tmp_path, split="test")
+    data = FashionMNIST(tmp_path, split="test", labels=True, indices=[5, 0, 2])
+    assert len(data) == 3 and data.with_labels and not plain.with_labels
+    for pos, i in enumerate([5, 0, 2]):
+        image, label = data[pos]
+        assert label.dtype == torch.int64 and label.shape == ()
+        assert int(label) == truth[i]
+        assert torch.equal(image, plain[i])
+    loader = torch.utils.data.DataLoader(data, batch_size=3)
+    images, labels = next(iter(loader))
+    assert images.shape == (3, 1, 32, 32) and labels.dtype == torch.int64
+    assert labels.tolist() == [truth[5], truth[0], truth[2]]
+    assert "labels=True" in repr(data)
+    with pytest.raises(ValueError, match="labels must be a bool"):
+        FashionMNIST(tmp_path, split="test", labels=1)  # type: ignore[arg-type]
+
+
+@pytest.mark.skipif(
+    not Path(FASHION_MNIST_ROOT).is_dir(), reason="dataset-fashion-mnist not installed"
+)
+def test_installed_package_labels_match_the_label_file() -> None:
+    data = FashionMNIST(split="test", labels=True, indices=range(50))
+    truth = read_idx(Path(FASHION_MNIST_ROOT) / "t10k-labels-idx1-ubyte.gz")[:50]
+    assert [int(data[i][1]) for i in range(50)] == truth.astype(np.int64).tolist()

@@ -20,6 +20,7 @@ from .toy2d import dino as dino
 from .toy2d import eight_gaussians as eight_gaussians
 from .toy2d import line as line
 from .toy2d import make_dataset as make_dataset
+from .toy2d import make_labelled_mixture as make_labelled_mixture
 from .toy2d import moons as moons
 from .toy2d import spiral as spiral
 

@@ -25,7 +25,7 @@ import gzip
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 import numpy as np
 import torch
@@ -136,13 +136,16 @@ def _find(root: Path, name: str) -> Path:
     )
 
 
-class FashionMNIST(Dataset[Tensor]):
+class FashionMNIST(Dataset[Any]):
     """Fashion-MNIST images as float tensors of shape ``(channels, s, s)`` in ``[-1, 1]``.
 
     See the module docstring for the source, licence and preprocessing. The split
     ``"test"`` (the data set's fixed 10,000 test images) is the held-out set for
     evaluation; ``indices`` selects a fixed subset of a split (e.g. two disjoint halves
-    of the test split for a real-vs-real floor).
+    of the test split for a real-vs-real floor). With ``labels=True`` every item is a
+    pair ``(image, label)``, the label an int64 0-d tensor, for conditional training
+    (a ``DataLoader`` batches it into ``(images, labels)``, what
+    :func:`~scalemix.training.train_images` takes with ``labels=True``).
 
     Args:
         root: folder with the IDX files (default :data:`FASHION_MNIST_ROOT`).
@@ -151,10 +154,12 @@ class FashionMNIST(Dataset[Tensor]):
         resize: ``"pad"`` (background padding, ``s >= 28``) or ``"bilinear"``.
         channels: channels of the returned images (the gray value is repeated).
         indices: optional positions within the split to keep, in this order.
+        labels: yield ``(image, label)`` pairs instead of images.
 
     Attributes:
         images: uint8 tensor ``(n, 28, 28)`` of the kept images.
         labels: int64 tensor ``(n,)`` of their classes (:data:`FASHION_MNIST_CLASSES`).
+        with_labels: whether items are ``(image, label)`` pairs (the ``labels`` argument).
 
     Raises:
         FileNotFoundError: the files are missing (the message names the apt package).
@@ -172,6 +177,7 @@ class FashionMNIST(Dataset[Tensor]):
         resize: ResizeMode = "pad",
         channels: int = 1,
         indices: Sequence[int] | None = None,
+        labels: bool = False,
     ) -> None:
         check_choice("split", split, get_args(FashionMNISTSplit))
         check_choice("resize", resize, get_args(ResizeMode))
@@ -183,13 +189,16 @@ class FashionMNIST(Dataset[Tensor]):
             raise FileNotFoundError(
                 f"Fashion-MNIST folder {str(self.root)!r} does not exist: " + _INSTALL_HINT
             )
+        if not isinstance(labels, bool):
+            raise ValueError(f"labels must be a bool, got {labels!r}")
+        self.with_labels: bool = labels
         image_file, label_file = (_find(self.root, n) for n in FASHION_MNIST_FILES[split])
-        images, labels = read_idx(image_file), read_idx(label_file)
+        images, classes = read_idx(image_file), read_idx(label_file)
         if images.ndim != 3 or images.dtype != np.uint8:
             raise ValueError(f"{image_file}: expected uint8 images (n, h, w), got {images.shape}")
-        if labels.shape != images.shape[:1]:
+        if classes.shape != images.shape[:1]:
             raise ValueError(
-                f"{label_file} holds {labels.shape} labels for {images.shape[0]} images"
+                f"{label_file} holds {classes.shape} labels for {images.shape[0]} images"
             )
         height, width = images.shape[1:]
         if resize == "pad" and image_size < max(height, width):
@@ -203,13 +212,13 @@ class FashionMNIST(Dataset[Tensor]):
                 order.size and not (order.min() >= 0 and order.max() < len(images))
             ):
                 raise ValueError(f"indices must lie in [0, {len(images)}) for split {split!r}")
-            images, labels = images[order], labels[order]
+            images, classes = images[order], classes[order]
         self.split: FashionMNISTSplit = split
         self.image_size: int = image_size
         self.resize: ResizeMode = resize
         self.channels: int = channels
         self.images: Tensor = torch.from_numpy(np.ascontiguousarray(images))
-        self.labels: Tensor = torch.from_numpy(labels.astype(np.int64))
+        self.labels: Tensor = torch.from_numpy(classes.astype(np.int64))
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -226,15 +235,17 @@ class FashionMNIST(Dataset[Tensor]):
             x = x.clamp(-1.0, 1.0)
         return x.expand(-1, self.channels, -1, -1).contiguous()
 
-    def __getitem__(self, index: int) -> Tensor:
-        """Image ``index``: float32 ``(channels, image_size, image_size)`` in ``[-1, 1]``.
+    def __getitem__(self, index: int) -> Any:
+        """Image ``index``: float32 ``(channels, image_size, image_size)`` in ``[-1, 1]``;
+        with ``labels=True`` the pair ``(image, label)``, ``label`` an int64 0-d tensor.
 
         Raises:
             IndexError: ``index`` out of range.
         """
         if not -len(self) <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} images")
-        return self._prepare(self.images[index][None])[0]
+        image = self._prepare(self.images[index][None])[0]
+        return (image, self.labels[index]) if self.with_labels else image
 
     def tensors(self, start: int = 0, stop: int | None = None) -> Tensor:
         """Images ``start:stop`` at once, ``(n, channels, s, s)`` (faster than indexing)."""
@@ -243,5 +254,6 @@ class FashionMNIST(Dataset[Tensor]):
     def __repr__(self) -> str:
         return (
             f"FashionMNIST(root={str(self.root)!r}, split={self.split!r}, "
-            f"image_size={self.image_size}, resize={self.resize!r}, n={len(self)})"
+            f"image_size={self.image_size}, resize={self.resize!r}, n={len(self)}"
+            + (", labels=True)" if self.with_labels else ")")
         )

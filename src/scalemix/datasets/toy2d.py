@@ -6,11 +6,14 @@ in the order given in each docstring (moons: same distribution, drawn by hand ra
 than by scikit-learn). ``spiral``, ``checkerboard`` and ``eight_gaussians`` are further
 classics (after the FFJORD toy data) on a similar scale. Every function returns a
 float32 tensor of shape ``(n, 2)``; the same seed gives the same points.
+:func:`make_labelled_mixture` draws several of them at once, each point labelled with
+its data set, for class-conditional training.
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from typing import Literal, Protocol, get_args
 
 import numpy as np
@@ -29,6 +32,7 @@ __all__ = [
     "eight_gaussians",
     "line",
     "make_dataset",
+    "make_labelled_mixture",
     "moons",
     "spiral",
 ]
@@ -258,6 +262,45 @@ def make_dataset(name: DatasetName, n: int = 100_000, *, seed: Seed = 42) -> Ten
     """
     check_choice("dataset", name, DATASET_NAMES)
     return _DATASETS[name](n, seed=seed)
+
+
+def make_labelled_mixture(
+    names: Sequence[DatasetName], n: int, *, seed: Seed = 42
+) -> tuple[Tensor, Tensor]:
+    """Draw ``n`` points from several toy data sets, each labelled with its data set.
+
+    Data set ``k = 0, 1, ...`` of ``names`` gives ``n / len(names)`` points, drawn with
+    :func:`make_dataset` from one numpy generator in the order of ``names``; the points
+    come in that order (rows ``k n / K`` to ``(k + 1) n / K - 1`` have label ``k``).
+    A mixture of ``K`` data sets trains a model with ``num_classes=K``; the labels are
+    the ``class_labels`` of the trainers' labelled data ``(points, labels)``.
+
+    Args:
+        names: ``K >= 1`` distinct names of :data:`DATASET_NAMES`.
+        n: the total number of points, a multiple of ``K``.
+        seed: an int (for ``numpy.random.default_rng``) or a ``numpy.random.Generator``.
+
+    Returns:
+        ``points`` float32 ``(n, 2)`` and ``labels`` int64 ``(n,)`` in ``[0, K)``.
+
+    Raises:
+        ValueError: an unknown or repeated name, no names, or an ``n`` that is not a
+            positive multiple of ``K``.
+    """
+    names = list(names)
+    if not names:
+        raise ValueError("names must hold at least one data set name")
+    for name in names:
+        check_choice("dataset", name, DATASET_NAMES)
+    if len(set(names)) != len(names):
+        raise ValueError(f"names must be distinct, got {names}")
+    n = _check_n(n)
+    if n % len(names):
+        raise ValueError(f"n must be a multiple of len(names) = {len(names)}, got {n}")
+    rng, each = _rng(seed), n // len(names)
+    points = torch.cat([make_dataset(name, each, seed=rng) for name in names])
+    labels = torch.arange(len(names), dtype=torch.int64).repeat_interleave(each)
+    return points, labels
 
 
 class _Draw(Protocol):
