@@ -5,7 +5,9 @@ Every denoiser (:class:`~scalemix.nn.MLPDenoiser`, :class:`~scalemix.nn.DualScal
 :class:`~scalemix.nn.FlexiUNet`) reads its ``t`` through :func:`model_timesteps` and
 checks its input against its parameters with :func:`check_input_dtype`, so all accept
 the same timestep kinds and fail with the same messages. Both look at metadata only
-(type, dtype, shape): no host synchronisation and no graph break.
+(type, dtype, shape): no host synchronisation and no graph break. A class-conditional
+network reads its ``class_labels`` through :func:`class_labels_of`, whose range
+check runs only where the timesteps' does (:func:`scalemix._utils.range_checked`).
 """
 
 from __future__ import annotations
@@ -14,12 +16,15 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ._utils import check_floating, debug_check_finite
+from ._utils import check_floating, debug_check_finite, range_checked
 
 __all__ = [
     "check_input_dtype",
     "check_like",
     "check_model_dtype",
+    "check_num_classes",
+    "class_labels_of",
+    "class_labels_valid",
     "model_timesteps",
     "shared_timesteps",
     "timestep_batch",
@@ -130,3 +135,87 @@ def check_like(name: str, a: Tensor, x: Tensor, x_name: str = "x_t") -> Tensor:
         )
     debug_check_finite(name, a)
     return a.to(x.dtype)
+
+
+def check_num_classes(num_classes: object) -> int | None:
+    """Return a network's ``num_classes``: ``None`` (unconditional) or a positive int.
+
+    Raises:
+        TypeError: neither ``None`` nor an int (a bool included).
+        ValueError: an int below 1.
+    """
+    if num_classes is None:
+        return None
+    if isinstance(num_classes, (bool, np.bool_)) or not isinstance(num_classes, (int, np.integer)):
+        raise TypeError(f"num_classes must be None or an int, got {type(num_classes).__name__}")
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be None or a positive int, got {num_classes}")
+    return int(num_classes)
+
+
+def class_labels_of(
+    labels: object,
+    batch: int,
+    num_classes: int | None,
+    device: torch.device,
+    *,
+    owner: str = "the model",
+) -> Tensor | None:
+    """Return a network's class labels as an int64 ``(batch,)`` tensor on ``device``.
+
+    The labels of a network built with ``num_classes=K`` lie in ``[0, K]``, ``K`` being
+    the learned null class (the unconditional half, for classifier-free guidance).
+    ``labels=None`` gives the null class for every item, as an expanded view (stride 0).
+    The range is checked where the timesteps' is (:func:`scalemix._utils.range_checked`:
+    a CPU tensor in eager mode, or inside :func:`scalemix.debug.check_values`); elsewhere
+    nothing is read back to the host, and :func:`class_labels_valid` marks the items
+    whose label is out of range.
+
+    Args:
+        labels: ``None`` or an integer tensor of shape ``(batch,)``.
+        batch: the batch size of the network's input.
+        num_classes: ``K``, or ``None`` for an unconditional network.
+        device: the device of the returned tensor.
+        owner: the network's name in error messages.
+
+    Returns:
+        ``None`` for an unconditional network given no labels, else the labels.
+
+    Raises:
+        ValueError: labels for an unconditional network, a shape other than
+            ``(batch,)``, or a label outside ``[0, K]``.
+        TypeError: labels that are no integer tensor.
+    """
+    if num_classes is None:
+        if labels is not None:
+            raise ValueError(
+                f"{owner} was built without num_classes; build it with num_classes=K to "
+                "pass class_labels, or call it without them"
+            )
+        return None
+    if labels is None:
+        return torch.full((1,), num_classes, dtype=torch.long, device=device).expand(batch)
+    if not isinstance(labels, Tensor):
+        raise TypeError(
+            f"class_labels must be an int64 tensor of shape ({batch},), got {type(labels).__name__}"
+        )
+    if torch.is_floating_point(labels) or labels.is_complex() or labels.dtype == torch.bool:
+        raise TypeError(f"class_labels must be an int64 tensor, got dtype {labels.dtype}")
+    if labels.shape != (batch,):
+        raise ValueError(
+            f"class_labels must have shape ({batch},) to match the batch, got shape "
+            f"{tuple(labels.shape)}"
+        )
+    if labels.numel() > 0 and range_checked(labels):
+        lo, hi = int(labels.min()), int(labels.max())
+        if lo < 0 or hi > num_classes:
+            raise ValueError(
+                f"class_labels must lie in [0, {num_classes}] (classes 0..{num_classes - 1}, "
+                f"and {num_classes} the null class); got values in [{lo}, {hi}]"
+            )
+    return labels.to(device=device, dtype=torch.long)
+
+
+def class_labels_valid(labels: Tensor, num_classes: int) -> Tensor:
+    """``(b,)`` bools: which labels lie in ``[0, num_classes]`` (no host synchronisation)."""
+    return (labels >= 0) & (labels <= num_classes)

@@ -1,4 +1,4 @@
-"""Constructor checks of :class:`~scalemix.nn.flexi_unet.FlexiUNet`."""
+"""Constructor checks and error messages of :class:`~scalemix.nn.flexi_unet.FlexiUNet`."""
 
 from __future__ import annotations
 
@@ -53,3 +53,28 @@ def _validate_entry_levels(
                 f"[0, {levels}) and a size in [1, {image_size}] divisible by 2**(L-1-level)"
             )
     return out
+
+
+def _resolution_error(resolution: int, resolutions: tuple[int, ...], err: Exception) -> ValueError:
+    """The error for an input size that no level accepts, listing the accepted ones."""
+    levels = len(resolutions)
+    rules = ", ".join(
+        f"multiples of {2 ** (levels - 1 - i)} in "
+        f"({resolutions[i + 1] if i + 1 < levels else 0}, {r}]"
+        for i, r in enumerate(resolutions)
+    )
+    return ValueError(
+        f"resolution {resolution} cannot run on this FlexiUNet ({err}); accepted "
+        f"resolutions are {list(resolutions)} and, in general, {rules}"
+    )
+
+
+def _out_size_error(resolution: int, out_size: int | None, image_size: int) -> ValueError:
+    """The error for an ``out_size`` that a ``resolution`` input cannot be mapped to."""
+    return ValueError(
+        f"out_size {out_size} is not allowed for a {resolution}x{resolution} input; "
+        f"accepted values are None, {resolution}, or a larger size up to "
+        f"image_size={image_size} that this FlexiUNet accepts as input (e.g. "
+        f"{min(2 * resolution, image_size)}): preserve, or increase to the next "
+        "pyramid size"
+    )

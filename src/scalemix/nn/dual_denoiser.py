@@ -25,6 +25,14 @@ evaluation loss) run in blocks of that many rows through two reused buffers that
 in the cache; each row sees the same operations, so the output is the same. The result
 equals the unbatched model to float rounding: :meth:`DualScaleDenoiser.to_block` returns the
 equivalent :class:`~scalemix.nn.DualScaleBlock` of two ``MLPDenoiser``.
+
+Built with ``num_classes=K``, the model is class-conditional: both branches read
+``emb = time_embed(t) + class_embed(y)``, :math:`e(t) + c(y)` in place of :math:`e(t)`,
+with ``class_embed`` an ``nn.Embedding(K + 1, E)`` whose row ``K`` is the learned null
+class. The gate keeps reading :math:`e(t)` alone: the mixing weights stay the paper's
+function of the timestep (:meth:`DualScaleDenoiser.alpha` takes no label), and are
+still computed once per distinct timestep. As the first layer is linear, its class part
+:math:`[W^g_t; W^l_t]\, c(y)` is added per item to the time part.
 """
 
 from __future__ import annotations
@@ -34,13 +42,17 @@ from collections.abc import Mapping
 from typing import Any, ClassVar, Literal, cast, get_args
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._utils import check_choice
-from .._validation import check_input_dtype, model_timesteps, timestep_batch
+from .._validation import check_input_dtype, class_labels_of, model_timesteps, timestep_batch
+from ._conditioning import class_embedding, make_class_embedding
 from ._config_json import Decoder
+from ._dual_no_grad import forward_blocks, trunk_no_grad
 from ._module_config import build_module, module_config
 from ._pretrained import PretrainedMixin
+from ._time_rows import distinct_timesteps, spread
 from .batched import StackedLinear
 from .dual_scale import DualScaleBlock
 from .embedding import SinusoidalEmbedding
@@ -67,39 +79,6 @@ _PRESET_GATES: dict[str, tuple[Literal["fixed", "learned", "mlp", "deep"], float
 }
 
 
-def _is_vmapped(t: Tensor) -> bool:
-    """Whether ``t`` is a batched tensor of :func:`torch.vmap` (e.g. in ``train_ensemble``)."""
-    return bool(torch._C._functorch.is_batchedtensor(t))
-
-
-def _distinct_timesteps(t: Tensor) -> tuple[Tensor, Tensor | None]:
-    """The rows of ``t`` to compute time-only work for, and how to spread them back.
-
-    * a broadcast timestep (stride 0, e.g. from a 0-d ``t`` or a sampler): one row;
-    * a CPU tensor in eager mode: the distinct values and the inverse index
-      (:func:`torch.unique` needs no device synchronisation there);
-    * otherwise (an accelerator, under :func:`torch.compile` or :func:`torch.vmap`,
-      where the data-dependent size of ``unique`` would synchronise, break the graph or
-      fail): every row.
-    """
-    if _is_vmapped(t):
-        return t, None
-    if t.shape[0] > 0 and t.stride(0) == 0:
-        return t[:1], None
-    if t.device.type == "cpu" and not torch.compiler.is_compiling():
-        rows, inverse = torch.unique(t, return_inverse=True)
-        return rows, inverse
-    return t, None
-
-
-def _spread(values: Tensor, inverse: Tensor | None, batch: int) -> Tensor:
-    """Rows of ``values`` (one per entry of ``_distinct_timesteps``) for the whole batch."""
-    if inverse is not None:
-        # index_select, whose backward (index_add) is much faster than indexing's
-        return values.index_select(0, inverse)
-    return values.expand(batch, -1)
-
-
 class DualScaleDenoiser(PretrainedMixin, nn.Module):
     r"""Global + local MLP noise predictors mixed by a timestep gate (module docstring).
 
@@ -121,9 +100,14 @@ class DualScaleDenoiser(PretrainedMixin, nn.Module):
             embedding; default: the published ``"mlp"`` gate.
         upscale: a module mapping ``(b, d) -> (b, d)``; default
             :class:`LearnedAffineUpscale` ``(d)`` with PyTorch's initialisation.
+        num_classes: ``K`` for a class-conditional model (``class_embed``, an
+            ``nn.Embedding(K + 1, E)`` added to the branches' time embedding, row ``K``
+            the null class; the gate reads the time embedding alone); ``None``:
+            unconditional.
 
     Shape:
-        - ``x``: ``(b, d)``; ``t``: ``(b,)`` (or 0-d).
+        - ``x``: ``(b, d)``; ``t``: ``(b,)`` (or 0-d); ``class_labels``: optional int64
+          ``(b,)`` in ``[0, K]``.
         - output: ``(b, d)`` predicted noise.
 
     Raises:
@@ -148,6 +132,7 @@ class DualScaleDenoiser(PretrainedMixin, nn.Module):
         *,
         gate: TimestepGate | None = None,
         upscale: nn.Module | None = None,
+        num_classes: int | None = None,
     ) -> None:
         super().__init__()
         check_widths(embedding_dim, hidden_dim, num_blocks, input_dim)
@@ -178,6 +163,9 @@ class DualScaleDenoiser(PretrainedMixin, nn.Module):
             StackedLinear(2, hidden_dim, hidden_dim) for _ in range(num_blocks)
         )
         self.output_layer = StackedLinear(2, hidden_dim, input_dim, layout="out_in")
+        # last, so that the other layers draw the initialisation of the unconditional net
+        self.class_embed = make_class_embedding(num_classes, embedding_dim)
+        self.num_classes = None if self.class_embed is None else self.class_embed.num_embeddings - 1
 
     def _constructor_config(self) -> dict[str, Any]:
         return {
@@ -214,16 +202,30 @@ class DualScaleDenoiser(PretrainedMixin, nn.Module):
         """Stack two :class:`MLPDenoiser` of equal configuration into one batched model.
 
         Weights are copied; ``gate`` and ``upscale`` are used as given (not copied).
+        Class-conditional branches must have equal ``class_embed`` weights, which the
+        model shares.
         """
         g, loc = global_branch, local_branch
+        if g.num_classes != loc.num_classes or (
+            g.class_embed is not None
+            and loc.class_embed is not None
+            and not torch.equal(g.class_embed.weight, loc.class_embed.weight)
+        ):
+            raise ValueError(
+                "the two branches must have the same num_classes and equal class_embed "
+                "weights (the model has one class embedding)"
+            )
         sizes = (g.embedding_dim, g.hidden_dim, len(g.blocks), g.input_dim)
         scales = (g.time_embedding.scale, g.coord_embedding.scale)
         if sizes != (loc.embedding_dim, loc.hidden_dim, len(loc.blocks), loc.input_dim) or (
             scales != (loc.time_embedding.scale, loc.coord_embedding.scale)
         ):
             raise ValueError("the two branches must have the same sizes and embedding scales")
-        model = cls(*sizes, *scales, gate=gate, upscale=upscale)
+        model = cls(*sizes, *scales, gate=gate, upscale=upscale, num_classes=g.num_classes)
         model.to(device=g.input_layer.weight.device, dtype=g.input_layer.weight.dtype)
+        if model.class_embed is not None and g.class_embed is not None:
+            with torch.no_grad():
+                model.class_embed.weight.copy_(g.class_embed.weight)
         n_coord, hid = model.input_dim * model.embedding_dim, model.hidden_dim
         for index, branch in enumerate((g, loc)):
             with torch.no_grad():
@@ -249,19 +251,32 @@ class DualScaleDenoiser(PretrainedMixin, nn.Module):
             self.input_dim,
             self.time_embedding.scale,
             self.coord_embedding.scale,
+            num_classes=self.num_classes,
         ).to(device=self.time_layer.weight.device, dtype=self.time_layer.weight.dtype)
         rows = slice(index * self.hidden_dim, (index + 1) * self.hidden_dim)
         with torch.no_grad():
             coord_weight = self.coord_layer.matrices()[index].t()
             out.input_layer.weight.copy_(torch.cat((coord_weight, self.time_layer.weight[rows]), 1))
             out.input_layer.bias.copy_(self.time_layer.bias[rows])
+            if out.class_embed is not None and self.class_embed is not None:
+                out.class_embed.weight.copy_(self.class_embed.weight)
         for block, stacked in zip(out.blocks, self.blocks, strict=True):
             cast(MLPResidualBlock, block).linear = cast(StackedLinear, stacked).to_linear(index)
         out.output_layer = self.output_layer.to_linear(index)
         return out
 
     def to_block(self) -> DualScaleBlock:
-        """The equivalent unbatched :class:`DualScaleBlock` (copies of every module)."""
+        """The equivalent unbatched :class:`DualScaleBlock` (copies of every module).
+
+        Raises:
+            ValueError: a class-conditional model (a ``DualScaleBlock`` passes no labels;
+                :meth:`branch` gives each conditional branch).
+        """
+        if self.num_classes is not None:
+            raise ValueError(
+                "a class-conditional DualScaleDenoiser has no DualScaleBlock equivalent "
+                "(DualScaleBlock passes no class_labels); use branch(0) and branch(1)"
+            )
         return DualScaleBlock(
             self.branch(0), self.branch(1), copy.deepcopy(self.gate), copy.deepcopy(self.upscale)
         )
@@ -278,10 +293,13 @@ class DualScaleDenoiser(PretrainedMixin, nn.Module):
         r"""The global weight :math:`\alpha(t)`, shape ``(b,)``."""
         return self.gate_weights(t)[:, 0]
 
-    def forward_branches(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+    def forward_branches(
+        self, x: Tensor, t: Tensor, *, class_labels: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
         """Run both branches: returns ``(outputs (2, b, d), weights (b, 2))``.
 
-        ``outputs[0]`` is the global prediction, ``outputs[1]`` the local one.
+        ``outputs[0]`` is the global prediction, ``outputs[1]`` the local one;
+        ``class_labels`` as in :meth:`forward` (they change the outputs, not the weights).
         """
         t = check_vector_inputs(x, t, self.input_dim)
         check_input_dtype("x", x, self.time_layer.weight)
@@ -289,14 +307,20 @@ class DualScaleDenoiser(PretrainedMixin, nn.Module):
         if up.shape != x.shape:
             raise ValueError(f"upscale must return shape {tuple(x.shape)}, got {tuple(up.shape)}")
         # everything that depends on t alone, once per distinct timestep
-        rows, inverse = _distinct_timesteps(t)
+        rows, inverse = distinct_timesteps(t)
         t_emb = self.time_embedding(rows)  # (u, E)
-        weights = _spread(self.gate(rows, t_emb), inverse, x.shape[0])  # (b, 2)
+        weights = spread(self.gate(rows, t_emb), inverse, x.shape[0])  # (b, 2)
         h_time = self.time_layer(t_emb)  # (u, 2H): [g | l]
+        labels = class_labels_of(
+            class_labels, x.shape[0], self.num_classes, x.device, owner="DualScaleDenoiser"
+        )
+        if labels is not None:  # + [W_g; W_l] c(y), per item: (b, 2H)
+            h_time = spread(h_time, inverse, x.shape[0]) + self._class_part(labels)
+            inverse = None
         block_rows = no_grad_block_rows(x)
         if block_rows is not None:
-            return self._forward_blocks(x, up, h_time, inverse, block_rows), weights
-        h_time = _spread(h_time, inverse, x.shape[0])  # (b, 2H): [g | l]
+            return forward_blocks(self, x, up, h_time, inverse, block_rows), weights
+        h_time = spread(h_time, inverse, x.shape[0])  # (b, 2H): [g | l]
         # unbind (not slicing) so that the backward pass stacks the two gradients
         # instead of scattering each into a zero-filled buffer
         t_global, t_local = h_time.view(-1, 2, self.hidden_dim).unbind(1)
@@ -317,72 +341,32 @@ class DualScaleDenoiser(PretrainedMixin, nn.Module):
             features = torch.relu(h)
         else:
             h = coords_global.new_empty((2, x.shape[0], self.hidden_dim))
-            features = self._trunk_no_grad(t_global, t_local, coords_global, coords_local, h)
+            features = trunk_no_grad(self, t_global, t_local, coords_global, coords_local, h)
         out: Tensor = self.output_layer(features)
         return out, weights
 
-    def _forward_blocks(
-        self, x: Tensor, up: Tensor, h_time: Tensor, inverse: Tensor | None, rows: int
-    ) -> Tensor:
-        """The no-grad outputs ``(2, b, d)``, computed in blocks of ``rows`` rows.
+    def _class_part(self, labels: Tensor) -> Tensor:
+        r"""The class part ``(b, 2H)`` of the first layer, :math:`[W^g_t; W^l_t]\, c(y)`
+        (once for a batch sharing its label, e.g. the null class of ``labels=None``)."""
+        if self.class_embed is None:  # pragma: no cover - labels imply a class embedding
+            raise RuntimeError("an unconditional model has no class part")
+        shared = labels.shape[0] > 0 and labels.stride(0) == 0
+        rows = class_embedding(self.class_embed, labels[:1] if shared else labels)
+        part = F.linear(rows.to(self.time_layer.weight.dtype), self.time_layer.weight)
+        return part.expand(labels.shape[0], -1)
 
-        ``h_time`` holds the ``(u, 2H)`` time part of the first layer of the ``u``
-        distinct timesteps, spread to each block's rows. Every row sees the operations
-        of the unblocked path in the same order, so the result equals it; two
-        ``(2, rows, H)`` buffers serve every block and stay in the cache.
+    def forward(self, x: Tensor, t: Tensor, *, class_labels: Tensor | None = None) -> Tensor:
+        r"""Predict :math:`\hat\epsilon = w_g g + w_l l`: ``(b, d), (b,) -> (b, d)``.
+
+        ``class_labels`` (int64, shape ``(b,)``, in ``[0, K]``; ``None``: the null class
+        ``K`` for every item) condition a model built with ``num_classes=K``: the
+        branches read ``emb = time_embed(t) + class_embed(y)``, the gate ``e(t)`` alone.
+
+        Raises:
+            ValueError: inputs of the wrong shape, labels outside ``[0, K]``, or labels
+                for a model built without ``num_classes``.
+            TypeError: ``x`` not floating point, or labels that are no integer tensor.
         """
-        n_rows = h_time.shape[0]
-        batch, block = x.shape[0], min(rows, x.shape[0])
-        h_buffer = x.new_empty((2, block, self.hidden_dim))
-        feature_buffer = torch.empty_like(h_buffer)
-        outputs = []
-        for start in range(0, batch, block):
-            stop = min(start + block, batch)
-            if inverse is not None:
-                rows_time = h_time.index_select(0, inverse[start:stop])
-            else:
-                rows_time = h_time.expand(stop - start, -1) if n_rows == 1 else h_time[start:stop]
-            t_global, t_local = rows_time.view(-1, 2, self.hidden_dim).unbind(1)
-            features = self._trunk_no_grad(
-                t_global,
-                t_local,
-                self.coord_embedding(x[start:stop]).flatten(1),
-                self.coord_embedding(up[start:stop]).flatten(1),
-                h_buffer[:, : stop - start],
-                feature_buffer[:, : stop - start],
-            )
-            outputs.append(self.output_layer(features))
-        return outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=1)
-
-    def _trunk_no_grad(
-        self,
-        t_global: Tensor,
-        t_local: Tensor,
-        coords_global: Tensor,
-        coords_local: Tensor,
-        h: Tensor,
-        features: Tensor | None = None,
-    ) -> Tensor:
-        """The hidden layers without autograd, updating two ``(2, b, H)`` buffers in place.
-
-        ``h`` (and ``features``, default a new one) are the ``(2, b, H)`` buffers; reusing
-        them avoids allocating (and faulting in) fresh tensors for every layer.
-        """
-        w_global, w_local = self.coord_layer.matrices().unbind(0)
-        torch.addmm(t_global, coords_global, w_global, out=h[0])
-        torch.addmm(t_local, coords_local, w_local, out=h[1])
-        if features is None:
-            features = torch.empty_like(h)
-        for module in self.blocks:
-            block = cast(StackedLinear, module)
-            torch.clamp_min(h, 0.0, out=features)
-            h.baddbmm_(features, block.matrices())  # h += relu(h) W
-            if block.bias is not None:
-                h.add_(block.bias)
-        return torch.clamp_min(h, 0.0, out=features)
-
-    def forward(self, x: Tensor, t: Tensor) -> Tensor:
-        r"""Predict :math:`\hat\epsilon = w_g g + w_l l`: ``(b, d), (b,) -> (b, d)``."""
-        out, weights = self.forward_branches(x, t)
+        out, weights = self.forward_branches(x, t, class_labels=class_labels)
         mixed: Tensor = weights[:, 0:1] * out[0] + weights[:, 1:2] * out[1]
         return mixed

@@ -21,8 +21,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from scalemix._validation import check_input_dtype, model_timesteps
+from scalemix._validation import (
+    check_input_dtype,
+    check_num_classes,
+    class_labels_of,
+    model_timesteps,
+)
 from scalemix.degradation.pyramid import unet_level
+from scalemix.nn._conditioning import class_embedding, make_class_embedding
 from scalemix.nn._config_json import (
     Decoder,
     as_bool,
@@ -32,7 +38,12 @@ from scalemix.nn._config_json import (
     as_int_tuple,
     optional,
 )
-from scalemix.nn._flexi_checks import _validate_config, _validate_entry_levels
+from scalemix.nn._flexi_checks import (
+    _out_size_error,
+    _resolution_error,
+    _validate_config,
+    _validate_entry_levels,
+)
 from scalemix.nn._pretrained import PretrainedMixin
 from scalemix.nn.unet_blocks import (
     AttentionBlock,
@@ -42,17 +53,11 @@ from scalemix.nn.unet_blocks import (
     TimestepEmbedSequential,
     Upsample,
     group_norm,
+    width_adapter,
     zero_module,
 )
 
 __all__ = ["FlexiUNet"]
-
-
-def _adapter(in_channels: int, out_channels: int) -> nn.Module:
-    """A 1x1 convolution between widths, or the identity when they agree."""
-    if in_channels == out_channels:
-        return nn.Identity()
-    return nn.Conv2d(in_channels, out_channels, 1)
 
 
 class FlexiUNet(PretrainedMixin, nn.Module):
@@ -85,6 +90,10 @@ class FlexiUNet(PretrainedMixin, nn.Module):
     A full-resolution call with ``out_size=None`` is a standard UNet (the DDPM
     baseline); with ``channel_mult[0] == 1`` the level-0 adapters are identities.
 
+    **Class conditioning.** ``num_classes=K`` adds ``class_embed``, an ``nn.Embedding(K + 1, D)``
+    of the embedding width ``D``; the blocks read ``emb = time_embed(t) + class_embed(y)``;
+    label ``K`` is the learned null class (classifier-free guidance's unconditional half).
+
     **Distributed training.** A call leaves unused the adapters of the other
     levels, and below full resolution the encoder and decoder levels above the
     input. Training on several levels under
@@ -113,13 +122,15 @@ class FlexiUNet(PretrainedMixin, nn.Module):
             sizes (e.g. :attr:`ScaleSpaceDegradation.pyramid
             <scalemix.degradation.ScaleSpaceDegradation>` when the reference's rounding
             moved a size across a band boundary).
+        num_classes: ``K`` classes for a class-conditional network (labels ``0..K-1``,
+            and ``K`` the null class); ``None``: unconditional, without ``class_embed``.
 
     Raises:
         ValueError: for an ``image_size`` that is no multiple of :math:`2^{L-1}`
             (too many levels), an attention resolution that is no level's
             native resolution, widths not divisible into heads, non-positive sizes,
             or a ``base_channels`` that is odd or below 4 (the width of the
-            sinusoidal timestep features).
+            sinusoidal timestep features), or a ``num_classes`` below 1.
     """
 
     #: predicts at any pyramid size ``out_size``, not only at its input's
@@ -138,6 +149,7 @@ class FlexiUNet(PretrainedMixin, nn.Module):
         "out_channels": optional(as_int),
         "scale_shift": as_bool,
         "entry_levels": optional(as_int_map),
+        "num_classes": optional(as_int),
     }
 
     def __init__(
@@ -154,11 +166,13 @@ class FlexiUNet(PretrainedMixin, nn.Module):
         out_channels: int | None = None,
         scale_shift: bool = True,
         entry_levels: Mapping[int, int] | None = None,
+        num_classes: int | None = None,
     ) -> None:
         super().__init__()
         mults = tuple(int(m) for m in channel_mult)
         _validate_config(in_channels, base_channels, mults, num_res_blocks, image_size, dropout)
         levels = len(mults)
+        self.num_classes = check_num_classes(num_classes)
         self.in_channels = in_channels
         self.out_channels = in_channels if out_channels is None else out_channels
         if self.out_channels < 1:
@@ -205,12 +219,13 @@ class FlexiUNet(PretrainedMixin, nn.Module):
             "out_channels": self.out_channels,
             "scale_shift": scale_shift,
             "entry_levels": {str(size): lvl for size, lvl in sorted(self.entry_levels.items())},
+            "num_classes": self.num_classes,
         }
         emb_dim = 4 * base_channels
         w, res = self.widths, self.resolutions
         self.time_embed = TimeEmbedding(base_channels, emb_dim)
         self.input_conv = nn.Conv2d(in_channels, base_channels, 3, padding=1)
-        self.in_adapters = nn.ModuleList(_adapter(base_channels, wi) for wi in w)
+        self.in_adapters = nn.ModuleList(width_adapter(base_channels, wi) for wi in w)
         self.encoder = nn.ModuleList(
             nn.ModuleList(stage(w[i], w[i], res[i]) for _ in range(num_res_blocks))
             for i in range(levels)
@@ -227,12 +242,14 @@ class FlexiUNet(PretrainedMixin, nn.Module):
         )
         # upsamples[i] maps level i + 1 to level i.
         self.upsamples = nn.ModuleList(Upsample(w[i + 1], w[i]) for i in range(levels - 1))
-        self.out_adapters = nn.ModuleList(_adapter(wi, base_channels) for wi in w)
+        self.out_adapters = nn.ModuleList(width_adapter(wi, base_channels) for wi in w)
         self.head = nn.Sequential(
             group_norm(base_channels),
             nn.SiLU(),
             zero_module(nn.Conv2d(base_channels, self.out_channels, 3, padding=1)),
         )
+        # last, so that the other layers draw the initialisation of the unconditional net
+        self.class_embed = make_class_embedding(self.num_classes, emb_dim)
 
     def _constructor_config(self) -> dict[str, Any]:
         return dict(self._arguments)
@@ -260,15 +277,7 @@ class FlexiUNet(PretrainedMixin, nn.Module):
                 raise ValueError(f"resolution {resolution} is outside [1, {self.image_size}]")
             return unet_level(resolution, self.image_size, self.num_levels)
         except ValueError as err:
-            rules = ", ".join(
-                f"multiples of {2 ** (self.num_levels - 1 - i)} in "
-                f"({self.resolutions[i + 1] if i + 1 < self.num_levels else 0}, {r}]"
-                for i, r in enumerate(self.resolutions)
-            )
-            raise ValueError(
-                f"resolution {resolution} cannot run on this FlexiUNet ({err}); accepted "
-                f"resolutions are {list(self.resolutions)} and, in general, {rules}"
-            ) from None
+            raise _resolution_error(resolution, self.resolutions, err) from None
 
     def _route(self, resolution: int, out_size: int | None) -> tuple[int, int]:
         """Entry and exit levels of a call mapping ``resolution`` to ``out_size``."""
@@ -282,13 +291,7 @@ class FlexiUNet(PretrainedMixin, nn.Module):
                 e = -1
             if 0 <= e <= k:
                 return k, e
-        raise ValueError(
-            f"out_size {out_size} is not allowed for a {resolution}x{resolution} input; "
-            f"accepted values are None, {resolution}, or a larger size up to "
-            f"image_size={self.image_size} that this FlexiUNet accepts as input (e.g. "
-            f"{min(2 * resolution, self.image_size)}): preserve, or increase to the next "
-            "pyramid size"
-        )
+        raise _out_size_error(resolution, out_size, self.image_size)
 
     def unused_parameters(self, resolution: int, out_size: int | None = None) -> list[str]:
         """Names of the parameters that a call at ``resolution -> out_size`` does not use.
@@ -309,6 +312,7 @@ class FlexiUNet(PretrainedMixin, nn.Module):
         levels = self.num_levels
         used = {
             "time_embed.",
+            "class_embed.",
             "input_conv.",
             "middle.",
             "head.",
@@ -321,7 +325,14 @@ class FlexiUNet(PretrainedMixin, nn.Module):
         used |= {f"upsamples.{i}." for i in range(e, levels - 1)}
         return [name for name, _ in self.named_parameters() if not name.startswith(tuple(used))]
 
-    def forward(self, x: Tensor, t: Tensor | int, out_size: int | None = None) -> Tensor:
+    def forward(
+        self,
+        x: Tensor,
+        t: Tensor | int,
+        out_size: int | None = None,
+        *,
+        class_labels: Tensor | None = None,
+    ) -> Tensor:
         """Denoise ``x`` at its own resolution, or at the next (larger) pyramid resolution.
 
         Args:
@@ -334,6 +345,9 @@ class FlexiUNet(PretrainedMixin, nn.Module):
                 ``o <= image_size`` that :meth:`level` accepts, at a level no deeper
                 than ``r``'s (resolution-increasing step: ``2r`` for a halving
                 pyramid, the next pyramid size in general).
+            class_labels: int64 labels ``y`` of shape ``(b,)`` in ``[0, K]``, ``K``
+                (``num_classes``) the null class, used for every item when ``None``;
+                the blocks then read ``emb = time_embed(t) + class_embed(y)``.
 
         Returns:
             Tensor of shape ``(b, out_channels, out_size, out_size)`` (the
@@ -341,9 +355,11 @@ class FlexiUNet(PretrainedMixin, nn.Module):
 
         Raises:
             ValueError: for a non-square or unsupported resolution, a wrong
-                channel count, a bad ``out_size``, or ``t`` not of shape ``(b,)``.
+                channel count, a bad ``out_size``, ``t`` or ``class_labels`` not of shape
+                ``(b,)``, or labels outside ``[0, K]`` or without ``num_classes``.
             TypeError: if ``x`` is not floating point or not of the parameters' dtype
-                (outside :func:`torch.autocast`), or ``t`` is bool/complex.
+                (outside :func:`torch.autocast`), ``t`` is bool/complex, or
+                ``class_labels`` is no integer tensor.
         """
         if x.ndim != 4 or x.shape[-1] != x.shape[-2]:
             raise ValueError(f"x must have shape (b, c, r, r), got {tuple(x.shape)}")
@@ -353,9 +369,12 @@ class FlexiUNet(PretrainedMixin, nn.Module):
                 f"x has {x.shape[1]} channels; this FlexiUNet accepts {self.in_channels}"
             )
         t = model_timesteps(t, x.shape[0], x.device)
+        y = class_labels_of(class_labels, x.shape[0], self.num_classes, x.device, owner="FlexiUNet")
         k, e = self._route(x.shape[-1], out_size)
         o = x.shape[-1] if out_size is None else out_size
         emb = self.time_embed(t)
+        if self.class_embed is not None and y is not None:
+            emb = emb + class_embedding(self.class_embed, y)
         h = self.in_adapters[k](self.input_conv(x))
         skips = [h]
         for i in range(k, self.num_levels):

@@ -9,6 +9,10 @@ concatenated, and passed through
     h_0 = W_{in} [e(x_1), \dots, e(x_d), e(t)] + b_{in}, \qquad
     h_{k+1} = h_k + W_k \operatorname{ReLU}(h_k) + b_k, \qquad
     \hat\epsilon = W_{out} \operatorname{ReLU}(h_K) + b_{out}.
+
+Built with ``num_classes=K``, it is class-conditional: the time features become
+:math:`e(t) + c(y)`, ``emb = time_embed(t) + class_embed(y)`` with ``class_embed`` an
+``nn.Embedding(K + 1, E)`` whose row ``K`` is the learned null class.
 """
 
 from __future__ import annotations
@@ -19,8 +23,9 @@ from typing import Any, ClassVar, Protocol, cast
 import torch
 from torch import Tensor, nn
 
-from .._validation import check_input_dtype, model_timesteps
-from ._config_json import Decoder, as_float, as_int
+from .._validation import check_input_dtype, class_labels_of, model_timesteps
+from ._conditioning import class_embedding, make_class_embedding
+from ._config_json import Decoder, as_float, as_int, optional
 from ._pretrained import PretrainedMixin
 from .embedding import SinusoidalEmbedding
 
@@ -81,7 +86,8 @@ def check_widths(embedding_dim: int, hidden_dim: int, num_blocks: int, input_dim
         raise ValueError(f"embedding_dim must be an even integer >= 4, got {embedding_dim}")
 
 
-#: the JSON decoders of the six size and scale arguments the 2D denoisers share
+#: the JSON decoders of the six size and scale arguments the 2D denoisers share, and
+#: of ``num_classes`` (absent from configs saved before it: unconditional)
 MLP_CONFIG_FIELDS: Mapping[str, Decoder] = {
     "embedding_dim": as_int,
     "hidden_dim": as_int,
@@ -89,6 +95,7 @@ MLP_CONFIG_FIELDS: Mapping[str, Decoder] = {
     "input_dim": as_int,
     "time_scale": as_float,
     "coord_scale": as_float,
+    "num_classes": optional(as_int),
 }
 
 
@@ -98,6 +105,7 @@ class _MLPSizes(Protocol):
     embedding_dim: int
     hidden_dim: int
     input_dim: int
+    num_classes: int | None
     blocks: nn.ModuleList
     time_embedding: SinusoidalEmbedding
     coord_embedding: SinusoidalEmbedding
@@ -112,7 +120,22 @@ def mlp_config(model: _MLPSizes) -> dict[str, Any]:
         "input_dim": model.input_dim,
         "time_scale": model.time_embedding.scale,
         "coord_scale": model.coord_embedding.scale,
+        "num_classes": model.num_classes,
     }
+
+
+def time_features(
+    time_embedding: SinusoidalEmbedding,
+    class_embed: nn.Embedding | None,
+    t: Tensor,
+    labels: Tensor | None,
+) -> Tensor:
+    """The time features of a 2D denoiser: :math:`e(t)`, plus :math:`c(y)` when
+    conditional (``emb = time_embed(t) + class_embed(y)``), shape ``(b, E)``."""
+    emb: Tensor = time_embedding(t)
+    if class_embed is not None and labels is not None:
+        emb = emb + class_embedding(class_embed, labels)
+    return emb
 
 
 class MLPResidualBlock(nn.Module):
@@ -139,7 +162,7 @@ class MLPDenoiser(PretrainedMixin, nn.Module):
     r"""The 2D study's baseline noise predictor (see the module docstring).
 
     ``save_pretrained(folder)`` / ``MLPDenoiser.from_pretrained(folder_or_repo_id)``
-    store it as ``config.json`` (the six arguments) and ``model.safetensors``
+    store it as ``config.json`` (the arguments) and ``model.safetensors``
     (:class:`~scalemix.nn.PretrainedMixin`; extra ``scalemix[hub]``).
 
     Args:
@@ -149,13 +172,18 @@ class MLPDenoiser(PretrainedMixin, nn.Module):
         input_dim: data dimension ``d`` (2).
         time_scale: scale of the time embedding (1).
         coord_scale: scale of the coordinate embeddings (25).
+        num_classes: ``K`` for a class-conditional model (``class_embed``, an
+            ``nn.Embedding(K + 1, E)`` added to the time embedding, row ``K`` the null
+            class); ``None``: unconditional.
 
     Shape:
-        - ``x``: ``(b, d)`` noisy points; ``t``: ``(b,)`` timesteps (or a 0-d tensor).
+        - ``x``: ``(b, d)`` noisy points; ``t``: ``(b,)`` timesteps (or a 0-d tensor);
+          ``class_labels``: optional int64 ``(b,)`` in ``[0, K]``.
         - output: ``(b, d)``, the predicted noise :math:`\hat\epsilon(x_t, t)`.
 
     Raises:
-        ValueError: non-positive sizes, odd ``embedding_dim``, or inputs of the wrong shape.
+        ValueError: non-positive sizes, odd ``embedding_dim``, a ``num_classes`` below 1,
+            or inputs of the wrong shape.
     """
 
     _config_fields: ClassVar[Mapping[str, Decoder]] = MLP_CONFIG_FIELDS
@@ -168,6 +196,8 @@ class MLPDenoiser(PretrainedMixin, nn.Module):
         input_dim: int = 2,
         time_scale: float = 1.0,
         coord_scale: float = 25.0,
+        *,
+        num_classes: int | None = None,
     ) -> None:
         super().__init__()
         check_widths(embedding_dim, hidden_dim, num_blocks, input_dim)
@@ -179,40 +209,65 @@ class MLPDenoiser(PretrainedMixin, nn.Module):
         self.input_layer = nn.Linear((input_dim + 1) * embedding_dim, hidden_dim)
         self.blocks = nn.ModuleList(MLPResidualBlock(hidden_dim) for _ in range(num_blocks))
         self.output_layer = nn.Linear(hidden_dim, input_dim)
+        # last, so that the other layers draw the initialisation of the unconditional net
+        self.class_embed = make_class_embedding(num_classes, embedding_dim)
+        self.num_classes = None if self.class_embed is None else self.class_embed.num_embeddings - 1
 
     def _constructor_config(self) -> dict[str, Any]:
         return mlp_config(self)
 
-    def embed(self, x: Tensor, t: Tensor | int) -> Tensor:
-        """The network input ``[e(x_1), ..., e(x_d), e(t)]``, shape ``(b, (d + 1) E)``."""
+    def _labels(self, x: Tensor, class_labels: Tensor | None) -> Tensor | None:
+        return class_labels_of(
+            class_labels, x.shape[0], self.num_classes, x.device, owner="MLPDenoiser"
+        )
+
+    def embed(self, x: Tensor, t: Tensor | int, *, class_labels: Tensor | None = None) -> Tensor:
+        """The network input ``[e(x_1), ..., e(x_d), emb]``, shape ``(b, (d + 1) E)``,
+        with ``emb = e(t)``, or ``e(t) + class_embed(y)`` when conditional."""
         t = check_vector_inputs(x, t, self.input_dim)
         check_input_dtype("x", x, self.input_layer.weight)
+        labels = self._labels(x, class_labels)
         coords = self.coord_embedding(x).flatten(1)
-        return torch.cat((coords, self.time_embedding(t)), dim=-1).to(x.dtype)
+        time = time_features(self.time_embedding, self.class_embed, t, labels)
+        return torch.cat((coords, time), dim=-1).to(x.dtype)
 
-    def forward(self, x: Tensor, t: Tensor | int) -> Tensor:
+    def forward(self, x: Tensor, t: Tensor | int, *, class_labels: Tensor | None = None) -> Tensor:
         r"""Predict :math:`\hat\epsilon`: ``(b, d), (b,) -> (b, d)``.
 
-        ``t`` may also be a 0-d tensor or a number shared by the batch.
+        ``t`` may also be a 0-d tensor or a number shared by the batch. ``class_labels``
+        (int64, shape ``(b,)``, in ``[0, K]``; ``None``: the null class ``K`` for every
+        item) condition a model built with ``num_classes=K``: the time features are
+        ``emb = time_embed(t) + class_embed(y)``.
+
+        Raises:
+            ValueError: inputs of the wrong shape, labels outside ``[0, K]``, or labels
+                for a model built without ``num_classes``.
+            TypeError: ``x`` not floating point, or labels that are no integer tensor.
         """
         rows = no_grad_block_rows(x) if isinstance(x, Tensor) else None
         if rows is not None:
-            return self._forward_blocks(x, t, rows)
-        h = self.input_layer(self.embed(x, t))
+            return self._forward_blocks(x, t, rows, class_labels)
+        h = self.input_layer(self.embed(x, t, class_labels=class_labels))
         for block in self.blocks:
             h = block(h)
         out: Tensor = self.output_layer(torch.relu(h))
         return out
 
-    def _forward_blocks(self, x: Tensor, t: Tensor | int, rows: int) -> Tensor:
+    def _forward_blocks(
+        self, x: Tensor, t: Tensor | int, rows: int, class_labels: Tensor | None
+    ) -> Tensor:
         """The no-grad forward in blocks of ``rows`` rows, into three reused buffers.
 
         Per row the same operations as :meth:`forward` in the same order, so the result
         equals it: ``h <- h + (W relu(h) + b)``, with the time embedding computed once
-        when the batch shares one timestep (stride 0).
+        when the batch shares one timestep (stride 0), and the class embedding added per row.
         """
         tt = check_vector_inputs(x, t, self.input_dim)
         check_input_dtype("x", x, self.input_layer.weight)
+        labels = self._labels(x, class_labels)
+        classes = None
+        if self.class_embed is not None and labels is not None:
+            classes = class_embedding(self.class_embed, labels)
         batch = x.shape[0]
         h_buffer = x.new_empty((min(rows, batch), self.hidden_dim))
         relu_buffer, linear_buffer = torch.empty_like(h_buffer), torch.empty_like(h_buffer)
@@ -226,6 +281,8 @@ class MLPDenoiser(PretrainedMixin, nn.Module):
                 if shared is not None
                 else self.time_embedding(tt[start:stop])
             )
+            if classes is not None:
+                time = time + classes[start:stop]
             coords = self.coord_embedding(x[start:stop]).flatten(1)
             embedded = torch.cat((coords, time), dim=-1).to(x.dtype)
             layer = self.input_layer

@@ -36,6 +36,7 @@ __all__ = [
     "TimestepEmbedSequential",
     "Upsample",
     "group_norm",
+    "width_adapter",
     "zero_module",
 ]
 
@@ -64,6 +65,13 @@ def group_norm(channels: int, max_groups: int = 32) -> nn.GroupNorm:
             f"channels and max_groups must be positive, got {channels} and {max_groups}"
         )
     return nn.GroupNorm(math.gcd(max_groups, channels), channels)
+
+
+def width_adapter(in_channels: int, out_channels: int) -> nn.Module:
+    """A 1x1 convolution between widths, or the identity when they agree."""
+    if in_channels == out_channels:
+        return nn.Identity()
+    return nn.Conv2d(in_channels, out_channels, 1)
 
 
 def zero_module(module: _M) -> _M:
