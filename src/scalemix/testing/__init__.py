@@ -22,11 +22,13 @@ except ImportError as err:  # pragma: no cover - exercised in a subprocess test
         "`pip install 'scalemix[testing]'`"
     ) from err
 
+from .conditional import check_conditional_denoiser as check_conditional_denoiser
 from .degradation import check_linear_degradation as check_linear_degradation
 from .denoiser import TimestepForm as TimestepForm
 from .denoiser import check_denoiser as check_denoiser
 from .scheduler import check_scheduler as check_scheduler
 from .strategies import batches as batches
+from .strategies import class_labels as class_labels
 from .strategies import scale_space_degradations as scale_space_degradations
 from .strategies import scheduler_configs as scheduler_configs
 from .strategies import schedulers as schedulers
@@ -36,9 +38,11 @@ from .strategies import timesteps as timesteps
 __all__ = [
     "TimestepForm",
     "batches",
+    "check_conditional_denoiser",
     "check_denoiser",
     "check_linear_degradation",
     "check_scheduler",
+    "class_labels",
     "scale_space_degradations",
     "scheduler_configs",
     "schedulers",

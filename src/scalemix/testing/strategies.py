@@ -24,6 +24,7 @@ from ..scheduler import DDPMScheduler
 __all__ = [
     "TimestepForm",
     "batches",
+    "class_labels",
     "scale_space_degradations",
     "scheduler_configs",
     "schedulers",
@@ -82,6 +83,25 @@ def timesteps(
         return torch.tensor(items, dtype=torch.long)
 
     return draw_t()
+
+
+def class_labels(
+    batch_size: int, num_classes: int, *, include_null: bool = True
+) -> st.SearchStrategy[Tensor]:
+    """Class labels of a conditional denoiser: int64 tensors of shape ``(batch_size,)``.
+
+    Labels lie in ``[0, K]`` (``K = num_classes``), ``K`` being the null class of
+    classifier-free guidance; with ``include_null=False``, in ``[0, K)``. They shrink
+    towards class 0.
+
+    Raises:
+        ValueError: ``batch_size`` or ``num_classes`` below 1.
+    """
+    if batch_size < 1 or num_classes < 1:
+        raise ValueError(f"need batch_size, num_classes >= 1, got {batch_size}, {num_classes}")
+    high = num_classes if include_null else num_classes - 1
+    items = st.lists(st.integers(0, high), min_size=batch_size, max_size=batch_size)
+    return items.map(lambda values: torch.tensor(values, dtype=torch.long))
 
 
 def batches(
