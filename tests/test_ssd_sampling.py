@@ -128,6 +128,32 @@ def test_loss_upsample_top_level_variant() -> None:
     assert seen == [(16, 16), (4, 8), (8, 8)]
 
 
+def test_loss_passes_model_kwargs_to_the_model() -> None:
+    """``model_kwargs`` reaches the model call beside ``out_size``; the loss equals the
+    loss of a model with the labels bound in; a tensor without ``b`` rows is refused."""
+    deg = ScaleSpaceDegradation(16, 3)
+    x0 = torch.rand(3, 3, 16, 16, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    labels = torch.tensor([2, 0, 1])
+    seen: list[Tensor] = []
+    tiny = TinyDenoiser()
+
+    def model(x: Tensor, t: Tensor, out_size: int | None = None, *, class_labels: Tensor) -> Tensor:
+        seen.append(class_labels)
+        return tiny(x, t, out_size) + class_labels.to(x.dtype).view(-1, 1, 1, 1)
+
+    def bound(x: Tensor, t: Tensor, out_size: int | None = None) -> Tensor:
+        return tiny(x, t, out_size) + labels.to(x.dtype).view(-1, 1, 1, 1)
+
+    kw = {"model_kwargs": {"class_labels": labels}}
+    for fn in (scale_space_loss, lambda *a, **k: scale_space_loss_terms(*a, **k).loss):
+        got = fn(model, deg, x0, generator=torch.Generator().manual_seed(3), **kw)
+        ref = scale_space_loss(bound, deg, x0, generator=torch.Generator().manual_seed(3))
+        assert torch.equal(got, ref)
+    assert len(seen) == 2 and all(s is labels for s in seen)
+    with pytest.raises(ValueError, match=r"class_labels.*batch size 3"):
+        scale_space_loss(model, deg, x0, model_kwargs={"class_labels": labels[:2]})
+
+
 def test_loss_bad_input() -> None:
     deg = ScaleSpaceDegradation(16, 3)
     x0 = torch.zeros(2, 3, 16, 16)

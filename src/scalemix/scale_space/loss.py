@@ -16,6 +16,7 @@ with :math:`d` the number of target entries. A batch shares one resolution pair
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Literal, NamedTuple, get_args
 
 import torch
@@ -26,6 +27,7 @@ from .._model_checks import check_scale_space_model
 from .._utils import check_choice, randn
 from ..degradation._checks import check_state
 from ..degradation.trainable import TrainableDegradation
+from ..training.conditioning import check_model_kwargs
 from .denoiser import ScaleSpaceDenoiser
 
 __all__ = [
@@ -111,11 +113,12 @@ def scale_space_loss_terms(
     min_snr_gamma: float | None = 5.0,
     timestep_sampling: TimestepSampling = "level",
     upsample_top_level: bool = False,
+    model_kwargs: Mapping[str, Tensor] | None = None,
 ) -> ScaleSpaceLossTerms:
     r"""The Scale Space Diffusion loss (module docstring) with its ingredients.
 
     Args:
-        model: called as ``model(x_t, t, out_size=r(t-1))``.
+        model: called as ``model(x_t, t, out_size=r(t-1), **model_kwargs)``.
         degradation: the forward process.
         x0: clean images in ``[-1, 1]``, shape ``(b, c, image_size, image_size)``.
         generator: source of ``t`` (when not given) and of the noise.
@@ -131,15 +134,18 @@ def scale_space_loss_terms(
             full size and makes a resolution-preserving prediction. scalemix's default is
             ``False``; the reference code always does it (``True``), in training and
             sampling alike.
+        model_kwargs: conditioning of the model call (e.g. ``{"class_labels": y}``,
+            int64 ``(b,)``), tensors with ``b`` rows; ``None`` for none.
 
     Returns:
         :class:`ScaleSpaceLossTerms`.
 
     Raises:
         ValueError: an empty batch, items with different resolution pairs, a wrong noise
-            shape, a model output of the wrong shape, ``min_snr_gamma <= 0``, or a
-            network that cannot change resolution (``changes_resolution = False``) on a
-            multi-level pyramid (the message names the fix,
+            shape, a ``model_kwargs`` tensor without ``b`` rows (naming its key), a model
+            output of the wrong shape, ``min_snr_gamma <= 0``, or a network that cannot
+            change resolution (``changes_resolution = False``) on a multi-level pyramid
+            (the message names the fix,
             :class:`~scalemix.scale_space.UpsampleInput`).
     """
     if min_snr_gamma is not None and not min_snr_gamma > 0:
@@ -153,6 +159,7 @@ def scale_space_loss_terms(
             f"x0 must hold at least one image: the loss is a mean over the batch, "
             f"got shape {tuple(x0.shape)}"
         )
+    kwargs = check_model_kwargs(model_kwargs, b)
     if t is None:
         tt = sample_training_timesteps(
             degradation, b, generator=generator, mode=timestep_sampling, device=x0.device
@@ -168,7 +175,7 @@ def scale_space_loss_terms(
     out_size = int(target.shape[-1])
     if upsample_top_level and out_size == size != x_t.shape[-1]:
         x_t = F.interpolate(x_t, size=(size, size), mode="bilinear", align_corners=False)
-    pred = model(x_t, tt.to(torch.long), out_size=out_size)
+    pred = model(x_t, tt.to(torch.long), out_size=out_size, **kwargs)
     if not isinstance(pred, Tensor) or pred.shape != target.shape:
         got = tuple(pred.shape) if isinstance(pred, Tensor) else type(pred).__name__
         raise ValueError(
@@ -196,6 +203,7 @@ def scale_space_loss(
     min_snr_gamma: float | None = 5.0,
     timestep_sampling: TimestepSampling = "level",
     upsample_top_level: bool = False,
+    model_kwargs: Mapping[str, Tensor] | None = None,
 ) -> Tensor:
     """The scalar Scale Space Diffusion loss; see :func:`scale_space_loss_terms`."""
     return scale_space_loss_terms(
@@ -208,4 +216,5 @@ def scale_space_loss(
         min_snr_gamma=min_snr_gamma,
         timestep_sampling=timestep_sampling,
         upsample_top_level=upsample_top_level,
+        model_kwargs=model_kwargs,
     ).loss

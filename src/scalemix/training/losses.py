@@ -11,11 +11,16 @@ For clean data :math:`x_0`, uniform :math:`t \sim \mathcal U\{0, \dots, T-1\}` a
   2021, eq. 16 with fixed variances) where :math:`L_\text{vlb}` is the per-timestep
   term of the variational bound, :func:`vlb_term`.
 
-The noise is drawn before the timesteps, both from ``generator``.
+The noise is drawn before the timesteps, both from ``generator``. Every loss takes
+``model_kwargs``, the conditioning passed to each model call as
+``model(x_t, t, **model_kwargs)`` (e.g. ``{"class_labels": labels}``, int64 ``(b,)``);
+its tensors must have the batch's ``b`` rows (see
+:mod:`scalemix.training.conditioning`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Protocol
 
 import torch
@@ -24,6 +29,7 @@ from torch import Tensor
 
 from .._utils import append_dims, as_timesteps, check_finite, randn
 from ..scheduler import DDPMScheduler
+from .conditioning import check_model_kwargs
 
 __all__ = [
     "LossFn",
@@ -36,7 +42,11 @@ __all__ = [
 
 
 class LossFn(Protocol):
-    """A training loss ``(model, scheduler, x0, *, generator) -> scalar tensor``."""
+    """A training loss ``(model, scheduler, x0, *, generator, model_kwargs) -> scalar``.
+
+    ``model_kwargs`` (conditioning, ``None`` for none) goes to every model call as
+    ``model(x_t, t, **model_kwargs)``; the trainers pass it only for labelled data.
+    """
 
     def __call__(
         self,
@@ -45,6 +55,7 @@ class LossFn(Protocol):
         x0: Tensor,
         *,
         generator: torch.Generator | None,
+        model_kwargs: Mapping[str, Tensor] | None = None,
     ) -> Tensor: ...
 
 
@@ -98,26 +109,31 @@ def eps_mse_loss(
     generator: torch.Generator | None = None,
     noise: Tensor | None = None,
     t: Tensor | None = None,
+    model_kwargs: Mapping[str, Tensor] | None = None,
 ) -> Tensor:
     r""":math:`L_\text{simple}`: mean squared error to the scheduler's target.
 
     Args:
-        model: a denoiser called as ``model(x_t, t)`` returning the shape of ``x_t``.
+        model: a denoiser called as ``model(x_t, t, **model_kwargs)`` returning the
+            shape of ``x_t``.
         scheduler: the diffusion process.
         x0: clean data, shape ``(b, ...)``.
         generator: draws :math:`\epsilon` then :math:`t` (unless both are given).
         noise: optional fixed :math:`\epsilon`, shape of ``x0``.
         t: optional fixed timesteps, shape ``(b,)``.
+        model_kwargs: conditioning of every model call, tensors with ``b`` rows.
 
     Returns:
         0-d tensor, the mean over batch and dimensions.
 
     Raises:
-        ValueError: on shape mismatches or when only one of ``noise``/``t`` is given.
+        ValueError: on shape mismatches (of ``model_kwargs`` too, naming the key) or
+            when only one of ``noise``/``t`` is given.
     """
+    kwargs = check_model_kwargs(model_kwargs, x0.shape[0] if x0.ndim else 0)
     noise, t = _prepare(scheduler, x0, generator, noise, t)
     x_t = scheduler.add_noise(x0, noise, t)
-    return F.mse_loss(model(x_t, t), scheduler.target(x0, noise, t))
+    return F.mse_loss(model(x_t, t, **kwargs), scheduler.target(x0, noise, t))
 
 
 def vlb_term(
@@ -169,27 +185,33 @@ def hybrid_loss(
     kl_weight: float = 0.1,
     noise: Tensor | None = None,
     t: Tensor | None = None,
+    model_kwargs: Mapping[str, Tensor] | None = None,
 ) -> Tensor:
     r""":math:`L_\text{simple} + \lambda\, \overline{L_\text{vlb}}` (the paper text's
     "MSE + 0.1 KL"), both averaged over batch and dimensions.
 
     Args:
-        model: a denoiser ``model(x_t, t)``.
+        model: a denoiser ``model(x_t, t, **model_kwargs)``.
         scheduler: the diffusion process.
         x0: clean data, shape ``(b, ...)``.
         generator: draws :math:`\epsilon` then :math:`t` (unless both are given).
         kl_weight: :math:`\lambda \ge 0`.
         noise: optional fixed :math:`\epsilon`, shape of ``x0``.
         t: optional fixed timesteps, shape ``(b,)``.
+        model_kwargs: conditioning of the model call, tensors with ``b`` rows.
 
     Returns:
         0-d tensor.
+
+    Raises:
+        ValueError: ``kl_weight < 0``, or shape mismatches as in :func:`eps_mse_loss`.
     """
     if not kl_weight >= 0:
         raise ValueError(f"kl_weight must be >= 0, got {kl_weight}")
+    kwargs = check_model_kwargs(model_kwargs, x0.shape[0] if x0.ndim else 0)
     noise, t = _prepare(scheduler, x0, generator, noise, t)
     x_t = scheduler.add_noise(x0, noise, t)
-    output = model(x_t, t)
+    output = model(x_t, t, **kwargs)
     mse = F.mse_loss(output, scheduler.target(x0, noise, t))
     kl = vlb_term(scheduler, output, x0, x_t, t)
     return mse + kl_weight * kl.mean()
@@ -203,30 +225,34 @@ def evaluate_eps_mse(
     *,
     batch_size: int = 10_000,
     generator: torch.Generator | None = None,
+    model_kwargs: Mapping[str, Tensor] | None = None,
 ) -> float:
     r"""The study's evaluation loss: one pass over ``data`` at uniform random timesteps.
 
-    .. math:: \frac{1}{N d} \sum_{i} \lVert f_\theta(x_{t_i}^{(i)}, t_i) - y_i \rVert^2
+    .. math:: \frac{1}{N d} \sum_{i} \lVert f_\theta(x_{t_i}^{(i)}, t_i, c_i) - y_i \rVert^2
 
     with :math:`y_i` the scheduler's target (:math:`\epsilon_i` for epsilon prediction).
     Points are visited in order, in chunks of ``batch_size``; for each chunk the noise
     and then the timesteps are drawn from ``generator``. The model runs in eval mode
     without gradients; its training mode is restored afterwards. (The reference averages
-    per-batch means; this is the exact mean over all points.)
+    per-batch means; this is the exact mean over all points.) The conditioning
+    :math:`c_i` is row :math:`i` of ``model_kwargs``' tensors, chunked with the data.
 
     Args:
-        model: a denoiser ``model(x_t, t)``.
+        model: a denoiser ``model(x_t, t, **model_kwargs)``.
         scheduler: the diffusion process.
         data: clean data of shape ``(N, ...)``, on the model's device.
         batch_size: chunk size (only affects speed and memory, and which random
             numbers each chunk receives).
         generator: source of randomness.
+        model_kwargs: conditioning of every point, tensors with ``N`` rows.
 
     Returns:
         The mean squared error as a Python float.
     """
     if data.ndim < 2 or data.shape[0] == 0:
         raise ValueError(f"data must have shape (N, ...) with N >= 1, got {tuple(data.shape)}")
+    kwargs = check_model_kwargs(model_kwargs, data.shape[0])
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     was_training = model.training
@@ -235,8 +261,12 @@ def evaluate_eps_mse(
         total = torch.zeros((), dtype=torch.float64, device=data.device)
         for start in range(0, data.shape[0], batch_size):
             x0 = data[start : start + batch_size]
+            chunk = {
+                k: v[start : start + batch_size] if isinstance(v, Tensor) else v
+                for k, v in kwargs.items()
+            }
             noise, t = draw_noise_and_timesteps(scheduler, x0, generator)
-            pred = model(scheduler.add_noise(x0, noise, t), t)
+            pred = model(scheduler.add_noise(x0, noise, t), t, **chunk)
             err = (pred - scheduler.target(x0, noise, t)).square().sum()
             total += err.to(torch.float64)
     finally:
