@@ -148,21 +148,36 @@ class _Stop(Exception):
 
 
 @pytest.mark.parametrize(
-    ("batching", "precision"), [("epoch", "fp32"), ("replacement", "fp32"), ("epoch", "fp16")]
+    ("batching", "precision", "labelled"),
+    [
+        ("epoch", "fp32", False),
+        ("replacement", "fp32", False),
+        ("epoch", "fp16", False),
+        ("epoch", "fp32", True),
+        ("replacement", "fp32", True),
+    ],
 )
-def test_2d_loop_resumes_bit_for_bit(tmp_path: Path, batching: str, precision: str) -> None:
+def test_2d_loop_resumes_bit_for_bit(
+    tmp_path: Path, batching: str, precision: str, labelled: bool
+) -> None:
     """``train(checkpoint_dir=...)``: crash after step 11, resume from step 10, compare
-    (with fp16 the gradient scaler's state is restored too)."""
+    (with fp16 the gradient scaler's state is restored too; labelled: a conditional
+    model on ``(x0, labels)`` with label dropout drawn from the same generator)."""
     from scalemix.nn.mlp import MLPDenoiser
     from scalemix.scheduler import DDPMScheduler
     from scalemix.training import TrainState, train
+    from test_conditional_training import CondMLP
 
-    data = torch.randn(100, 2, generator=torch.Generator().manual_seed(0))
+    x0 = torch.randn(100, 2, generator=torch.Generator().manual_seed(0))
+    data: Any = (x0, torch.arange(100) % 3) if labelled else x0
+    dropout = 0.3 if labelled else 0.0
     scheduler = DDPMScheduler(num_train_timesteps=50)
 
     def run(out: Path | None, stop_at: int | None = None) -> object:
         torch.manual_seed(0)
-        model = MLPDenoiser(embedding_dim=16, hidden_dim=32, num_blocks=1)
+        model = (
+            CondMLP(3) if labelled else MLPDenoiser(embedding_dim=16, hidden_dim=32, num_blocks=1)
+        )
 
         def stop(state: TrainState) -> None:
             if state.step == stop_at:
@@ -171,7 +186,7 @@ def test_2d_loop_resumes_bit_for_bit(tmp_path: Path, batching: str, precision: s
         return train(
             model, scheduler, data, steps=16, batch_size=32, ema_every=3, loss="hybrid",
             batching=batching, generator=torch.Generator().manual_seed(1), callback=stop,
-            checkpoint_dir=out, checkpoint_every=5, precision=precision,
+            checkpoint_dir=out, checkpoint_every=5, precision=precision, label_dropout=dropout,
         )  # fmt: skip
 
     ref: Any = run(None)

@@ -6,6 +6,9 @@
 * Their results derive from :class:`TrainingResult`: ``ema``, ``losses``, ``seconds``
   and ``export_pretrained``.
 * Each takes ``callback=``, a function or a sequence of functions of its per-step state.
+* Each takes labelled data; the labels reach the model as
+  ``model_kwargs={"class_labels": labels}``, after :func:`drop_labels` with the
+  config's ``label_dropout``.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from .checkpoint import list_checkpoints as list_checkpoints
 from .checkpoint import load_checkpoint as load_checkpoint
 from .checkpoint import save_checkpoint as save_checkpoint
 from .checkpoint import verify_checkpoint as verify_checkpoint
+from .conditioning import drop_labels as drop_labels
 from .config import BaseTrainConfig as BaseTrainConfig
 from .config import Batching as Batching
 from .config import ImageTrainConfig as ImageTrainConfig
@@ -33,6 +37,7 @@ from .ensemble_trainer import EmaSchedule as EmaSchedule
 from .ensemble_trainer import periodic_ema as periodic_ema
 from .ensemble_trainer import train_ensemble as train_ensemble
 from .ensemble_trainer import warmup_ema as warmup_ema
+from .image_trainer import ConditionalImageLoss as ConditionalImageLoss
 from .image_trainer import ImageLoss as ImageLoss
 from .image_trainer import train_images as train_images
 from .losses import LossFn as LossFn
@@ -62,6 +67,7 @@ __all__ = [
     "Callback",
     "Checkpoint",
     "CheckpointError",
+    "ConditionalImageLoss",
     "EmaSchedule",
     "EnsembleResult",
     "EnsembleState",
@@ -83,6 +89,7 @@ __all__ = [
     "autocast_context",
     "compile_model",
     "draw_noise_and_timesteps",
+    "drop_labels",
     "ema_warmup_decay",
     "eps_mse_loss",
     "evaluate_eps_mse",

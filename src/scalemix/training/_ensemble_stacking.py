@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from torch.func import vmap
 
 from .._utils import check_finite
+from .conditioning import check_labels
 
 
 def stack_data(data: Tensor | Sequence[Tensor], n: int, device: torch.device) -> Tensor:
@@ -36,6 +37,25 @@ def stack_data(data: Tensor | Sequence[Tensor], n: int, device: torch.device) ->
     if len(items) == 1:
         return items[0].to(device).unsqueeze(0).expand(n, *items[0].shape)
     return torch.stack([item.to(device) for item in items])
+
+
+def stack_labels(
+    labels: Tensor | Sequence[Tensor],
+    n: int,
+    n_data: int,
+    num_classes: int | None,
+    device: torch.device,
+) -> Tensor:
+    """``(N, n_data)`` int64 labels: one shared tensor (expanded) or ``N`` of them, each
+    checked by :func:`~scalemix.training.conditioning.check_labels`."""
+    items = [labels] if isinstance(labels, Tensor) else list(labels)
+    if len(items) not in (1, n):
+        raise ValueError(f"labels must be one tensor or {n} tensors, got {len(items)}")
+    for item in items:
+        check_labels(item, n_data, num_classes)
+    if len(items) == 1:
+        return items[0].to(device=device, dtype=torch.long).unsqueeze(0).expand(n, n_data)
+    return torch.stack([item.to(device=device, dtype=torch.long) for item in items])
 
 
 def check_models(models: Sequence[nn.Module]) -> None:
@@ -76,13 +96,20 @@ class Wrap(nn.Module):
 
 
 def vmap_works(
-    call: Callable[..., Tensor], params: dict[str, Tensor], buffers: dict[str, Tensor], x: Tensor
+    call: Callable[..., Tensor],
+    params: dict[str, Tensor],
+    buffers: dict[str, Tensor],
+    x: Tensor,
+    kwargs: dict[str, Tensor] | None = None,
 ) -> bool:
     """Whether ``vmap`` can batch the model's training forward (probe on two points per
-    copy, with autograd on, as in training)."""
+    copy, with autograd on, as in training; ``kwargs`` rows as ``x``'s)."""
     t = torch.zeros(x.shape[:2], dtype=torch.long, device=x.device)
     try:
-        vmap(call)(params, buffers, x, t)
+        if kwargs is None:
+            vmap(call)(params, buffers, x, t)
+        else:
+            vmap(call)(params, buffers, x, t, kwargs)
     except RuntimeError as err:
         if "vmap" in str(err) or "batch" in str(err).lower():
             return False

@@ -94,6 +94,10 @@ class BaseTrainConfig:
         checkpoint_every: steps between checkpoints (``None``: only after the last step);
             used only when the trainer is given a ``checkpoint_dir``.
         keep_checkpoints: complete checkpoints kept on disk (>= 1).
+        label_dropout: for labelled data, the probability :math:`p_\text{uncond}` in
+            ``[0, 1]`` that a label is replaced by the null class, the model's
+            ``num_classes`` (:func:`~scalemix.training.drop_labels`, drawn from the
+            trainer's generator); 0 passes the labels unchanged. Not used without labels.
 
     Raises:
         ValueError: a field outside its range, named with the accepted values.
@@ -109,6 +113,7 @@ class BaseTrainConfig:
     precision: Precision = "fp32"
     checkpoint_every: int | None = None
     keep_checkpoints: int = 3
+    label_dropout: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("steps", "ema_every", "keep_checkpoints"):
@@ -119,6 +124,7 @@ class BaseTrainConfig:
         if self.grad_clip is not None:
             _check_number(self, "grad_clip")
         _check_number(self, "ema_decay", strict=False, high=1.0)
+        _check_number(self, "label_dropout", strict=False, high=1.0)
         _check_choice(self, "precision", get_args(Precision))
 
 
@@ -224,6 +230,7 @@ class TrainSettings(TypedDict, total=False):
     precision: Precision
     checkpoint_every: int | None
     keep_checkpoints: int
+    label_dropout: float
     batch_size: int
     ema_warmup: int | None
     loss: LossName | LossFn

@@ -47,9 +47,11 @@ from ._ensemble_stacking import (
     check_models,
     clip_per_copy,
     stack_data,
+    stack_labels,
     unstack,
     vmap_works,
 )
+from .conditioning import drop_labels, null_label_of, resolve_null_label, split_labelled
 from .config import LossName, TrainConfig, TrainSettings, resolve_config
 from .ema import ema_warmup_decay
 from .losses import draw_noise_and_timesteps, vlb_term
@@ -117,7 +119,7 @@ def _ema_schedule(config: TrainConfig, ema_schedule: EmaSchedule | None) -> EmaS
 def train_ensemble(
     models: Sequence[nn.Module],
     scheduler: DDPMScheduler,
-    data: Tensor | Sequence[Tensor],
+    data: Tensor | Sequence[Tensor] | tuple[Tensor | Sequence[Tensor], Tensor | Sequence[Tensor]],
     config: TrainConfig | None = None,
     *,
     generators: Sequence[torch.Generator],
@@ -140,7 +142,12 @@ def train_ensemble(
         models: ``N`` initialised models of one type and one set of parameter shapes;
             they receive the trained weights in place (and move to ``device``).
         scheduler: the diffusion process shared by all copies.
-        data: one ``(n, ...)`` tensor shared by all copies, or ``N`` tensors of one shape.
+        data: one ``(n, ...)`` tensor shared by all copies, or ``N`` tensors of one
+            shape; or a pair ``(x0, labels)`` of such data and its integer labels, one
+            ``(n,)`` tensor shared by all copies or ``N`` of them. Copy ``k``'s batch
+            takes the labels of its rows, dropped to the null class with
+            probability ``label_dropout`` through ``generators[k]``, as
+            :func:`~scalemix.training.train` does.
         config: the settings shared by all copies (``batch_size`` per copy).
         generators: ``N`` generators, copy ``k``'s only source of randomness, used in
             the order :func:`~scalemix.training.train` uses its generator.
@@ -161,7 +168,8 @@ def train_ensemble(
     Raises:
         TypeError: neither ``config`` nor ``steps`` given, or an unknown setting.
         ValueError: models of different types or shapes, ``len(generators) != N``,
-            an invalid setting, a loss that is not a name, or a loss that becomes NaN or
+            an invalid setting, bad labels, ``label_dropout > 0`` for models without
+            ``num_classes``, a loss that is not a name, or a loss that becomes NaN or
             infinite.
     """
     hooks = as_callbacks(callback)
@@ -190,27 +198,50 @@ def train_ensemble(
         raise ValueError("the models have no trainable parameters")
     states = list(params.values()) + list(buffers.values())
     ema_states = [v.detach().clone() for v in states]
-    data_stack = check_finite("data", stack_data(data, n, target).to(dtype=first.dtype))
+    x_data, labels = split_labelled(data)
+    data_stack = check_finite("data", stack_data(x_data, n, target).to(dtype=first.dtype))
     rows = torch.arange(n, device=target).unsqueeze(1)
+    label_stack, null, p_drop = None, -1, config.label_dropout
+    if labels is not None:
+        null = resolve_null_label(models[0], p_drop)
+        num_classes = null_label_of(models[0])
+        label_stack = stack_labels(labels, n, data_stack.shape[1], num_classes, target)
 
     base = copy.deepcopy(models[0]).to("meta")
     base.train()
 
-    def call_one(p: dict[str, Tensor], b: dict[str, Tensor], x: Tensor, t: Tensor) -> Tensor:
-        out: Tensor = functional_call(base, (p, b), (x, t))
+    def call_one(
+        p: dict[str, Tensor],
+        b: dict[str, Tensor],
+        x: Tensor,
+        t: Tensor,
+        kw: dict[str, Tensor] | None = None,
+    ) -> Tensor:
+        out: Tensor = functional_call(base, (p, b), (x, t), kw)
         return out
 
-    def call_looped(p: dict[str, Tensor], b: dict[str, Tensor], x: Tensor, t: Tensor) -> Tensor:
+    def call_looped(
+        p: dict[str, Tensor],
+        b: dict[str, Tensor],
+        x: Tensor,
+        t: Tensor,
+        kw: dict[str, Tensor] | None = None,
+    ) -> Tensor:
         return torch.stack(
             [
                 call_one(
-                    {k: v[i] for k, v in p.items()}, {k: v[i] for k, v in b.items()}, x[i], t[i]
+                    {k: v[i] for k, v in p.items()},
+                    {k: v[i] for k, v in b.items()},
+                    x[i],
+                    t[i],
+                    None if kw is None else {k: v[i] for k, v in kw.items()},
                 )
                 for i in range(n)
             ]
         )
 
-    vectorized = vmap_works(call_one, params, buffers, data_stack[:, :2])
+    probe = None if label_stack is None else {"class_labels": label_stack[:, :2]}
+    vectorized = vmap_works(call_one, params, buffers, data_stack[:, :2], probe)
     forward: Callable[..., Tensor] = vmap(call_one) if vectorized else call_looped
     if config.compile is not False:
         forward = compile_model(Wrap(forward), config.compile)
@@ -232,11 +263,21 @@ def train_ensemble(
     for step in bar:
         idx = torch.stack([next(it).to(target) for it in batch_iters])  # (N, B)
         x0 = data_stack[rows, idx]  # (N, B, ...)
+        kw = None
+        if label_stack is not None:
+            y = label_stack[rows, idx]  # (N, B), then dropped per copy, as train does
+            drops = [
+                drop_labels(y[i], p_drop, null_label=null, generator=g)
+                for i, g in enumerate(generators)
+            ]
+            kw = {"class_labels": torch.stack(drops)}
         draws = [draw_noise_and_timesteps(scheduler, x0[i], g) for i, g in enumerate(generators)]
         noise = torch.stack([d[0] for d in draws]).flatten(0, 1)
         t = torch.stack([d[1] for d in draws]).flatten(0, 1)
         with amp:
-            loss_vec = _losses(forward, params, buffers, scheduler, x0, noise, t, loss, kl_weight)
+            loss_vec = _losses(
+                forward, params, buffers, scheduler, x0, noise, t, loss, kl_weight, kw
+            )
         step_lr = float(optimizer.param_groups[0]["lr"])
         optimizer.zero_grad(set_to_none=True)
         backward(loss_vec.sum(), scaler)
@@ -272,12 +313,15 @@ def _losses(
     t: Tensor,
     loss: LossName,
     kl_weight: float,
+    kw: dict[str, Tensor] | None,
 ) -> Tensor:
-    """Per-copy losses ``(N,)``: the MSE to the scheduler's target (+ the KL term)."""
+    """Per-copy losses ``(N,)``: the MSE to the scheduler's target (+ the KL term);
+    ``kw``: the model's keyword tensors, ``(N, B, ...)``, or ``None``."""
     n, b = x0.shape[:2]
     flat = x0.flatten(0, 1)
     x_t = scheduler.add_noise(flat, noise, t)
-    pred = forward(params, buffers, x_t.view(n, b, *x_t.shape[1:]), t.view(n, b))
+    args = (params, buffers, x_t.view(n, b, *x_t.shape[1:]), t.view(n, b))
+    pred = forward(*args) if kw is None else forward(*args, kw)
     target = scheduler.target(flat, noise, t).view(pred.shape)
     mse: Tensor = (pred.float() - target).square().flatten(1).mean(dim=1)
     if loss == "mse":

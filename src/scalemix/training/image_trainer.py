@@ -26,6 +26,15 @@ checkpoint; on a CPU the result equals an uninterrupted run bit for bit (on a GP
 as far as its kernels are deterministic). Restrictions: the world size must match; the
 dataset and its transforms must not draw from random sources other than the generators
 above; skipping to the middle of an epoch loads the skipped batches once.
+
+**Labelled data.** With ``labels=True`` every batch is a pair ``(images, labels)`` (a
+dataset of ``(image, label)`` items, e.g. ``FashionMNIST(labels=True)``, batched by the
+``DataLoader``); the labels are replaced by the null class (the model's
+``num_classes``) with probability ``label_dropout``
+(:func:`~scalemix.training.drop_labels`, drawn from ``generator`` before the loss's
+own draws, so resume stays exact) and the loss is called as
+``loss(model, images, generator, model_kwargs={"class_labels": labels})``
+(a :class:`ConditionalImageLoss`).
 """
 
 from __future__ import annotations
@@ -36,7 +45,7 @@ from collections.abc import Callable
 from contextlib import nullcontext
 from functools import partial
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import torch
 import torch.distributed as dist
@@ -48,12 +57,13 @@ from .._utils import progress_bar
 from ._common import RunState, as_callbacks, backward, batch_to, optimizer_step
 from ._image_resume import DataStream, rng_state, set_rng_state
 from .checkpoint import find_latest_checkpoint
+from .conditioning import drop_labels, resolve_null_label
 from .config import ImageTrainConfig, lr_factor
 from .ema import make_ema
 from .precision import autocast_context, grad_scaler
 from .results import Callback, ImageTrainResult, ImageTrainState
 
-__all__ = ["ImageLoss", "train_images"]
+__all__ = ["ConditionalImageLoss", "ImageLoss", "train_images"]
 
 
 class ImageLoss(Protocol):
@@ -65,6 +75,43 @@ class ImageLoss(Protocol):
     """
 
     def __call__(self, model: nn.Module, batch: Any, generator: torch.Generator) -> Tensor: ...
+
+
+class ConditionalImageLoss(Protocol):
+    """The loss of labelled data: ``loss(model, images, generator, *, model_kwargs)``.
+
+    ``images`` is the batch's first element on the training device, ``model_kwargs`` is
+    ``{"class_labels": labels}`` (int64 ``(b,)``, after label dropout), to be passed to
+    every model call, e.g. ``scale_space_loss(model, degradation, images,
+    generator=generator, model_kwargs=model_kwargs)``.
+    """
+
+    def __call__(
+        self,
+        model: nn.Module,
+        images: Tensor,
+        generator: torch.Generator,
+        *,
+        model_kwargs: dict[str, Tensor],
+    ) -> Tensor: ...
+
+
+def _split_batch(batch: Any) -> tuple[Tensor, Tensor]:
+    """``(images, labels)`` of a labelled batch; shapes and dtypes only (no host sync)."""
+    if not (isinstance(batch, list | tuple) and len(batch) == 2):
+        raise ValueError(
+            f"labels=True needs batches (images, labels), got {type(batch).__name__}"
+            + (f" of {len(batch)} items" if isinstance(batch, list | tuple) else "")
+        )
+    images, labels = batch
+    if not isinstance(images, Tensor) or not isinstance(labels, Tensor):
+        raise ValueError("labels=True needs batches (images, labels) of two tensors")
+    if labels.is_floating_point() or labels.is_complex() or labels.shape != images.shape[:1]:
+        raise ValueError(
+            f"labels must be integers of shape ({images.shape[0]},), one per image, got "
+            f"{labels.dtype} of shape {tuple(labels.shape)}"
+        )
+    return images, labels.long()
 
 
 def _world() -> tuple[int, int]:
@@ -123,7 +170,7 @@ def _resume(
 
 def train_images(
     model: nn.Module,
-    loss: ImageLoss,
+    loss: ImageLoss | ConditionalImageLoss,
     loader: DataLoader[Any],
     config: ImageTrainConfig,
     *,
@@ -134,14 +181,15 @@ def train_images(
     progress: bool = False,
     find_unused_parameters: bool = False,
     on_checkpoint_file: Callable[[Path], None] | None = None,
+    labels: bool = False,
 ) -> ImageTrainResult:
     """Train ``model`` on ``loader`` for ``config.steps`` optimiser steps (module docstring).
 
     Args:
         model: the denoiser, already on ``device`` (its parameters are trained in place).
-        loss: an :class:`ImageLoss`.
-        loader: a ``DataLoader`` whose batches ``loss`` understands; iterated epoch after
-            epoch.
+        loss: an :class:`ImageLoss`; with ``labels=True`` a :class:`ConditionalImageLoss`.
+        loader: a ``DataLoader`` whose batches ``loss`` understands (with ``labels=True``:
+            pairs ``(images, labels)``); iterated epoch after epoch.
         config: the :class:`~scalemix.training.ImageTrainConfig`.
         generator: source of the loss's randomness (on the device ``loss`` draws on);
             its state is part of every checkpoint.
@@ -157,6 +205,9 @@ def train_images(
             leaves parameters unused, e.g. a FlexiUNet below full resolution).
         on_checkpoint_file: passed to :func:`~scalemix.training.save_checkpoint` as
             ``on_file_written``.
+        labels: the batches are ``(images, labels)`` pairs; the labels, after
+            ``config.label_dropout`` to the model's ``num_classes``, go to the loss as
+            ``model_kwargs={"class_labels": labels}`` (module docstring).
 
     Returns:
         An :class:`~scalemix.training.ImageTrainResult`; its ``losses`` hold one float
@@ -164,12 +215,16 @@ def train_images(
 
     Raises:
         TypeError: ``config`` is not an :class:`~scalemix.training.ImageTrainConfig`.
-        ValueError: a checkpoint from another world size, or an empty ``loader``.
+        ValueError: a checkpoint from another world size, an empty ``loader``, a batch
+            that is not ``(images, labels)`` with ``labels=True``, or
+            ``label_dropout > 0`` with labels for a model without ``num_classes``.
         CheckpointError: every checkpoint in ``checkpoint_dir`` is damaged.
     """
     if not isinstance(config, ImageTrainConfig):
         raise TypeError(f"config must be an ImageTrainConfig, got {type(config).__name__}")
     hooks = as_callbacks(callback)
+    p_drop = config.label_dropout
+    null = resolve_null_label(model, p_drop) if labels else -1
     rank, world = _world()
     dev = torch.device(device) if device is not None else next(model.parameters()).device
     run = _run_state(model, config, dev)
@@ -202,8 +257,16 @@ def train_images(
             last = micro == config.accumulation - 1
             sync = nullcontext() if world == 1 or last else net.no_sync()  # type: ignore[operator]
             with sync:
-                with amp:
-                    value = loss(net, batch, generator)
+                if labels:
+                    images, y = _split_batch(batch)
+                    y = drop_labels(y, p_drop, null_label=null, generator=generator)
+                    with amp:
+                        value = cast(ConditionalImageLoss, loss)(
+                            net, images, generator, model_kwargs={"class_labels": y}
+                        )
+                else:
+                    with amp:
+                        value = cast(ImageLoss, loss)(net, batch, generator)
                 backward(value / config.accumulation, scaler)
             total += value.detach().float()
         lr = float(run.lr_schedule.get_last_lr()[0])

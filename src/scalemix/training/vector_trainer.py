@@ -27,6 +27,12 @@ drawn uniformly with replacement. The permutations/indices, the noise and the
 timesteps all come from ``generator``, so one seed gives one run. Nothing is written to
 disk unless a ``checkpoint_dir`` is given. The settings are a
 :class:`~scalemix.training.TrainConfig`.
+
+Labelled data ``(x0, labels)``: each batch takes the labels of its points, replaces
+them by the null class (the model's ``num_classes``) with probability
+``label_dropout`` (:func:`~scalemix.training.drop_labels`, drawn from ``generator``
+after the batch's indices and before the loss's noise), and passes them to the loss as
+``model_kwargs={"class_labels": labels}``.
 """
 
 from __future__ import annotations
@@ -53,6 +59,7 @@ from ._common import (
     select_batch,
 )
 from ._vector_resume import VectorCheckpoints
+from .conditioning import check_labels, drop_labels, null_label_of, resolve_null_label
 from .config import TrainConfig, TrainSettings, resolve_config
 from .ema import ema_updater, make_ema
 from .losses import LossFn, eps_mse_loss, hybrid_loss
@@ -71,15 +78,25 @@ def _loss_fn(config: TrainConfig) -> LossFn:
 
 
 def _check_data(data: Tensor) -> None:
+    if not isinstance(data, Tensor):
+        raise ValueError(f"data must be a tensor or a pair (x0, labels), got {type(data)}")
     if data.ndim < 2 or data.shape[0] == 0:
         raise ValueError(f"data must have shape (N, ...) with N >= 1, got {tuple(data.shape)}")
     check_finite("data", data)
 
 
+def _split(data: Tensor | tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor | None]:
+    if isinstance(data, Tensor):
+        return data, None
+    if not isinstance(data, tuple | list) or len(data) != 2:
+        raise ValueError(f"data must be a tensor or a pair (x0, labels), got {type(data)}")
+    return data[0], data[1]
+
+
 def train(
     model: nn.Module,
     scheduler: DDPMScheduler,
-    data: Tensor,
+    data: Tensor | tuple[Tensor, Tensor],
     config: TrainConfig | None = None,
     *,
     generator: torch.Generator | None = None,
@@ -97,9 +114,12 @@ def train(
     settings given with a ``config`` replace its fields.
 
     Args:
-        model: a denoiser ``model(x_t, t)``; moved to ``device`` if one is given.
+        model: a denoiser ``model(x_t, t)`` (``model(x_t, t, class_labels=y)`` for
+            labelled data); moved to ``device`` if one is given.
         scheduler: the diffusion process.
-        data: clean training data of shape ``(N, ...)`` (floating point, finite).
+        data: clean training data of shape ``(N, ...)`` (floating point, finite), or a
+            pair ``(x0, labels)`` with integer ``labels`` of shape ``(N,)`` (in
+            ``[0, num_classes]`` when the model has ``num_classes``).
         config: the :class:`~scalemix.training.TrainConfig` (steps, batch size, AdamW,
             clipping, EMA, loss, batching, precision, compile, checkpoint period).
         generator: the only source of randomness of the loop.
@@ -122,13 +142,19 @@ def train(
 
     Raises:
         TypeError: neither ``config`` nor ``steps`` given, or an unknown setting.
-        ValueError: an invalid setting (named by the config), bad data, a model without
-            trainable parameters, or a loss that becomes NaN or infinite.
+        ValueError: an invalid setting (named by the config), bad data or labels, a
+            model without trainable parameters, ``label_dropout > 0`` for a model
+            without ``num_classes``, or a loss that becomes NaN or infinite.
     """
     hooks = as_callbacks(callback, callbacks)
     config = resolve_config(TrainConfig, config, settings, "train")
     loss_fn = _loss_fn(config)
+    data, labels = _split(data)
     _check_data(data)
+    null, p_drop = -1, config.label_dropout
+    if labels is not None:
+        null = resolve_null_label(model, p_drop)
+        check_labels(labels, data.shape[0], null_label_of(model))
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("the model has no trainable parameters")
@@ -137,6 +163,8 @@ def train(
         model.to(device)
     target_device = params[0].device
     data = data.to(device=target_device, dtype=params[0].dtype)
+    if labels is not None:
+        labels = labels.to(device=target_device, dtype=torch.long)
     fused = target_device.type in ("cpu", "cuda") and all(p.is_floating_point() for p in params)
     optimizer = torch.optim.AdamW(
         params, lr=config.lr, weight_decay=config.weight_decay, fused=fused
@@ -173,10 +201,20 @@ def train(
     for step in bar:
         if ckpt is not None:
             ckpt.before_batch(step)
-        x0 = select_batch(data, next(batches))
+        index = next(batches)
+        x0 = select_batch(data, index)
         step_lr = optimizer.param_groups[0]["lr"]
-        with amp:
-            loss_value = loss_fn(step_model, scheduler, x0, generator=generator)
+        if labels is None:
+            with amp:
+                loss_value = loss_fn(step_model, scheduler, x0, generator=generator)
+        else:
+            y = drop_labels(
+                select_batch(labels, index), p_drop, null_label=null, generator=generator
+            )
+            with amp:
+                loss_value = loss_fn(
+                    step_model, scheduler, x0, generator=generator, model_kwargs={"class_labels": y}
+                )
         optimizer.zero_grad(set_to_none=True)
         backward(loss_value, run.scaler)
         optimizer_step(optimizer, run.scaler, clip)
