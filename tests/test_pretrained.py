@@ -713,3 +713,39 @@ def test_own_networks_page_runs_and_prints_what_it_states(monkeypatch: pytest.Mo
     finally:
         torch.set_num_threads(threads)
     assert len(blocks) == 3 and out.getvalue().splitlines() == stated
+
+
+# ------------------------------------------------------------------ class conditioning
+CONDITIONAL_MODELS: dict[str, Callable[..., nn.Module]] = {
+    "flexi": _flexi,
+    "mlp": lambda **kw: MLPDenoiser(8, 16, 2, **kw),
+    "dual": lambda **kw: DualScaleDenoiser.from_preset("learned", **SMALL, **kw),
+}
+
+
+@pytest.mark.parametrize("name", list(CONDITIONAL_MODELS))
+def test_num_classes_round_trips(tmp_path: Path, name: str) -> None:
+    model = _perturbed(CONDITIONAL_MODELS[name](num_classes=4))
+    model.save_pretrained(tmp_path)
+    assert _config(tmp_path)["num_classes"] == 4
+    loaded = type(model).from_pretrained(str(tmp_path))  # type: ignore[attr-defined]
+    assert loaded.num_classes == 4 and loaded.class_embed.num_embeddings == 5
+    g = torch.Generator().manual_seed(3)
+    shape = (3, 1, 8, 8) if name == "flexi" else (3, 2)
+    x, t, y = torch.randn(shape, generator=g), torch.tensor([1, 5, 9]), torch.tensor([0, 3, 4])
+    with torch.no_grad():
+        assert torch.equal(loaded(x, t, class_labels=y), model(x, t, class_labels=y))
+        assert torch.equal(loaded(x, t), model(x, t))
+
+
+@pytest.mark.parametrize("name", list(CONDITIONAL_MODELS))
+def test_a_config_saved_without_num_classes_loads_unconditional(tmp_path: Path, name: str) -> None:
+    model = _perturbed(CONDITIONAL_MODELS[name]())
+    model.save_pretrained(tmp_path)
+    config = _config(tmp_path)
+    assert config.pop("num_classes") is None
+    _write_config(tmp_path, config)  # as written before num_classes existed
+    loaded = type(model).from_pretrained(str(tmp_path))  # type: ignore[attr-defined]
+    assert loaded.num_classes is None and loaded.pretrained_config() == model.pretrained_config()  # type: ignore[operator]
+    with pytest.raises(TypeError, match="num_classes"):
+        type(model).from_config({**config, "num_classes": "10"})  # type: ignore[attr-defined]

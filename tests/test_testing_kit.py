@@ -23,9 +23,11 @@ from scalemix.nn.flexi_unet import FlexiUNet
 from scalemix.scheduler import DDPMScheduler
 from scalemix.testing import (
     batches,
+    check_conditional_denoiser,
     check_denoiser,
     check_linear_degradation,
     check_scheduler,
+    class_labels,
     scale_space_degradations,
     scheduler_configs,
     schedulers,
@@ -37,7 +39,7 @@ SMALL_MLP: dict[str, Any] = {"embedding_dim": 16, "hidden_dim": 32, "num_blocks"
 VECTOR_FORMS = ("0d", "batch")  # for the broken test models, which take tensors only
 
 
-def tiny_unet() -> FlexiUNet:
+def tiny_unet(num_classes: int | None = None) -> FlexiUNet:
     """An 8 px FlexiUNet whose zero-initialised head is made non-zero."""
     model = FlexiUNet(
         in_channels=1,
@@ -46,6 +48,7 @@ def tiny_unet() -> FlexiUNet:
         num_res_blocks=1,
         attention_resolutions=(4,),
         image_size=8,
+        num_classes=num_classes,
     )
     gen = torch.Generator().manual_seed(0)
     with torch.no_grad():
@@ -366,3 +369,88 @@ def test_import_without_hypothesis_names_the_extra() -> None:
         "    raise SystemExit('no ImportError')\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# ------------------------------------------------------------ conditional denoisers
+def test_conditional_mlp_passes() -> None:
+    torch.manual_seed(0)
+    check_conditional_denoiser(MLPDenoiser(**SMALL_MLP, num_classes=5), (2,), 100, 5)
+
+
+def test_conditional_dual_scale_passes() -> None:
+    torch.manual_seed(0)
+    model = DualScaleDenoiser.from_preset("adaptive", **SMALL_MLP, num_classes=3)
+    check_conditional_denoiser(model, (2,), 100, 3, max_examples=5)
+
+
+def test_conditional_flexi_unet_passes() -> None:
+    torch.manual_seed(0)
+    check_conditional_denoiser(tiny_unet(num_classes=3), (1, 8, 8), 1000, 3, max_examples=2)
+
+
+def test_a_fresh_flexi_unet_shows_no_label_effect() -> None:
+    """Its zero-initialised output convolutions hide the label before training."""
+    torch.manual_seed(0)
+    model = FlexiUNet(1, 8, (1, 2), 1, (4,), 8, num_classes=3)
+    with pytest.raises(AssertionError, match="label effect violated"):
+        check_conditional_denoiser(model, (1, 8, 8), 100, 3, max_examples=1)
+    check_conditional_denoiser(model, (1, 8, 8), 100, 3, max_examples=1, check_label_effect=False)
+
+
+class _Conditional(nn.Module):
+    """A toy conditional denoiser ``x * (1 + w[y])`` with one fault switched on."""
+
+    def __init__(self, fault: str = "", num_classes: int = 3) -> None:
+        super().__init__()
+        self.k, self.fault = num_classes, fault
+        self.w = nn.Parameter(torch.arange(num_classes + 1.0))
+
+    def forward(self, x: Tensor, t: Tensor, *, class_labels: Tensor | None = None) -> Tensor:
+        y = class_labels
+        if y is None:
+            y = torch.full((x.shape[0],), 0 if self.fault == "none_is_class_0" else self.k)
+        if self.fault != "no_checks":
+            if torch.is_floating_point(y):
+                raise TypeError("class_labels must be int64")
+            if y.shape != (x.shape[0],) or int(y.min()) < 0 or int(y.max()) > self.k:
+                raise ValueError("bad class_labels")
+        scale = 1 + self.w[y.clamp(0, self.k)]
+        if self.fault == "mixes_items":
+            scale = scale.mean().expand(x.shape[0])
+        if self.fault == "ignores_labels":
+            scale = torch.ones_like(scale)
+        return x * scale.view(-1, *([1] * (x.ndim - 1)))
+
+
+@pytest.mark.parametrize(
+    ("fault", "match"),
+    [
+        ("none_is_class_0", "class_labels=None equals the null class 3"),
+        ("mixes_items", "per-item labels"),
+        ("ignores_labels", "label effect"),
+        ("no_checks", "label 4 outside"),
+    ],
+)
+def test_broken_conditional_denoisers_fail(fault: str, match: str) -> None:
+    check_conditional_denoiser(_Conditional(), (2,), 10, 3, max_examples=3)
+    with pytest.raises(AssertionError, match=match):
+        check_conditional_denoiser(_Conditional(fault), (2,), 10, 3, max_examples=5)
+
+
+def test_conditional_check_arguments() -> None:
+    model = _Conditional()
+    with pytest.raises(ValueError, match="num_classes"):
+        check_conditional_denoiser(model, (2,), 10, 0)
+    with pytest.raises(ValueError, match="max_batch_size"):
+        check_conditional_denoiser(model, (2,), 10, 3, max_batch_size=1)
+
+
+@settings(max_examples=20)
+@given(st.data())
+def test_class_labels_strategy(data: st.DataObject) -> None:
+    y = data.draw(class_labels(4, 3))
+    assert y.dtype == torch.long and y.shape == (4,) and 0 <= int(y.min()) <= int(y.max()) <= 3
+    real = data.draw(class_labels(2, 3, include_null=False))
+    assert int(real.max()) < 3
+    with pytest.raises(ValueError, match="num_classes"):
+        class_labels(2, 0)
