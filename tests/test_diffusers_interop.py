@@ -32,6 +32,7 @@ from scalemix.interop import (
     timestep_spacing_from_diffusers,
 )
 from scalemix.schedules import timestep_schedule
+from scalemix.testing import check_conditional_denoiser
 
 # scalemix constructor arguments of every schedule both libraries have
 SCHEDULES: list[dict[str, Any]] = [
@@ -442,7 +443,7 @@ def test_clipped_ddim_step_rederives_eps(diffusers: ModuleType, prediction_type:
 
 
 # --------------------------------------------------------------- UNet2DModel adapter
-def _tiny_unet(diffusers: ModuleType, out_channels: int = 1) -> torch.nn.Module:
+def _tiny_unet(diffusers: ModuleType, out_channels: int = 1, **kwargs: Any) -> torch.nn.Module:
     torch.manual_seed(0)
     unet: torch.nn.Module = diffusers.UNet2DModel(
         sample_size=8,
@@ -453,6 +454,7 @@ def _tiny_unet(diffusers: ModuleType, out_channels: int = 1) -> torch.nn.Module:
         norm_num_groups=4,
         down_block_types=("DownBlock2D", "DownBlock2D"),
         up_block_types=("UpBlock2D", "UpBlock2D"),
+        **kwargs,
     )
     return unet
 
@@ -512,6 +514,30 @@ def test_unet_adapter_errors(diffusers: ModuleType) -> None:
         model(x, t, out_size=16)
     with pytest.raises(ValueError, match="out_channels"):
         DiffusersUNet(_tiny_unet(diffusers, out_channels=2))(x, t)  # learned variance
+
+
+def test_unet_class_labels_pass_through(diffusers: ModuleType) -> None:
+    """``num_class_embeds = K + 1``: labels go to the UNet, ``None`` is the null class K."""
+    unet = _tiny_unet(diffusers, num_class_embeds=4).eval()
+    with torch.no_grad():  # the output convolution starts at zero
+        for p in unet.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(1)))
+    model = DiffusersUNet(unet)
+    assert model.num_classes == 3 and DiffusersUNet(_tiny_unet(diffusers)).num_classes is None
+    g = torch.Generator().manual_seed(2)
+    x, t, y = torch.randn(3, 1, 8, 8, generator=g), torch.tensor([1, 5, 9]), torch.tensor([0, 2, 3])
+    with torch.no_grad():
+        out = model(x, t, class_labels=y)
+        assert torch.equal(out, unet(x, t, class_labels=y).sample)
+        assert torch.equal(model(x, t), unet(x, t, class_labels=torch.full((3,), 3)).sample)
+        assert not torch.allclose(out, model(x, t))
+    check_conditional_denoiser(model, (1, 8, 8), 20, 3, max_examples=2)
+    with pytest.raises(ValueError, match=r"\[0, 3\].*3 the null class"):
+        model(x, t, class_labels=torch.tensor([0, 4, 1]))
+    with pytest.raises(ValueError, match="DiffusersUNet was built without num_classes"):
+        DiffusersUNet(_tiny_unet(diffusers))(x, t, class_labels=y)
+    with pytest.raises(ValueError, match="class_embed_type"):
+        DiffusersUNet(_tiny_unet(diffusers, class_embed_type="timestep", num_class_embeds=4))
 
 
 def test_docs_page_blocks_run(diffusers: ModuleType) -> None:
