@@ -388,3 +388,24 @@ def test_image_trainer_labels_without_dropout_and_bad_batches() -> None:
         train_images(plain, lambda *a, **k: torch.zeros(()), loader,
                      ImageTrainConfig(steps=1, label_dropout=0.1),
                      generator=torch.Generator(), labels=True)  # fmt: skip
+
+
+def test_library_network_trains_on_a_labelled_mixture() -> None:
+    """``MLPDenoiser(num_classes=3)`` on :func:`make_labelled_mixture` with label
+    dropout: ``train`` and a one-copy ``train_ensemble`` give the same run."""
+    from scalemix import MLPDenoiser
+    from scalemix.datasets import make_labelled_mixture
+
+    points, labels = make_labelled_mixture(["moons", "circle", "line"], 300, seed=0)
+
+    def build() -> nn.Module:
+        torch.manual_seed(0)
+        return MLPDenoiser(num_classes=K, embedding_dim=16, hidden_dim=32, num_blocks=1)
+
+    settings = SETTINGS | {"label_dropout": 0.2}
+    one = train(build(), DDPMScheduler(T), (points, labels),
+                generator=torch.Generator().manual_seed(3), **settings)  # fmt: skip
+    many = train_ensemble([build()], DDPMScheduler(T), (points, labels),
+                          generators=[torch.Generator().manual_seed(3)], **settings)  # fmt: skip
+    assert bool(torch.isfinite(one.losses).all())
+    torch.testing.assert_close(many.losses[0], one.losses, rtol=1e-5, atol=1e-6)
