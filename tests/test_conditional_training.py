@@ -3,30 +3,24 @@ data in the three trainers (reproducible, resumable, equal to separate runs)."""
 
 from __future__ import annotations
 
-import copy
 import math
-from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel
-from torch.utils.data import DataLoader, RandomSampler, TensorDataset
 
 from scalemix import DDPMScheduler
 from scalemix.training import (
     ImageTrainConfig,
-    ImageTrainState,
     TrainConfig,
     drop_labels,
     eps_mse_loss,
     evaluate_eps_mse,
     hybrid_loss,
-    list_checkpoints,
     train,
     train_ensemble,
-    train_images,
 )
 from scalemix.training.conditioning import null_label_of
 
@@ -304,90 +298,6 @@ def test_ensemble_refuses_dropout_without_num_classes() -> None:
     with pytest.raises(ValueError, match="num_classes"):
         train_ensemble([cond_mlp(num_classes=None)], DDPMScheduler(T), (x, y),
                        generators=[torch.Generator()], steps=1, label_dropout=0.2)  # fmt: skip
-
-
-# ---------------------------------------------------------------- train_images
-class CondConv(nn.Module):
-    """A conditional 1-channel image denoiser: a conv plus a per-class bias."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.num_classes = K
-        self.conv = nn.Conv2d(1, 1, 3, padding=1)
-        self.bias = nn.Embedding(K + 1, 1)
-        self.drop = nn.Dropout(0.2)  # draws from torch's global generator
-
-    def forward(self, x: Tensor, t: Tensor, class_labels: Tensor) -> Tensor:
-        shift = self.bias(class_labels).view(-1, 1, 1, 1) + t.view(-1, 1, 1, 1) / T
-        return self.drop(self.conv(x)) + shift
-
-
-class _Crash(Exception):
-    pass
-
-
-def _image_run(
-    out: Path | None, config: ImageTrainConfig, seen: list[Tensor], crash_at: int | None = None
-) -> Any:
-    torch.manual_seed(0)
-    model = CondConv()
-    torch.manual_seed(999)
-    scheduler = DDPMScheduler(T)
-    images = torch.rand(10, 1, 6, 6, generator=torch.Generator().manual_seed(1)) * 2 - 1
-    images[:, 0, 0, 0] = torch.arange(10) / 10  # a pixel that encodes the index
-    data = TensorDataset(images, torch.arange(10) % K)
-    loader = DataLoader(
-        data, batch_size=4, sampler=RandomSampler(data, generator=torch.Generator().manual_seed(7))
-    )
-
-    def loss(
-        net: nn.Module, x: Tensor, gen: torch.Generator, *, model_kwargs: dict[str, Tensor]
-    ) -> Tensor:
-        index = (x[:, 0, 0, 0] * 10).round().long()
-        labels = model_kwargs["class_labels"]
-        seen.append(torch.where(labels == K, labels, index % K) - labels)  # 0: consistent
-        return eps_mse_loss(net, scheduler, x, generator=gen, model_kwargs=model_kwargs)
-
-    def callback(state: ImageTrainState) -> None:
-        if state.step == crash_at:
-            raise _Crash
-
-    return train_images(
-        model, loss, loader, config, generator=torch.Generator().manual_seed(5),
-        checkpoint_dir=out, callback=callback, labels=True,
-    )  # fmt: skip
-
-
-def test_image_trainer_labelled_resume_is_exact(tmp_path: Path) -> None:
-    config = ImageTrainConfig(steps=5, lr=1e-2, accumulation=2, checkpoint_every=2,
-                              label_dropout=0.5, ema_decay=0.9)  # fmt: skip
-    seen: list[Tensor] = []
-    ref = _image_run(tmp_path / "ref", config, seen)
-    assert all(bool((s == 0).all()) for s in seen) and len(seen) == 10
-    with pytest.raises(_Crash):
-        _image_run(tmp_path / "run", config, [], crash_at=4)
-    res = _image_run(tmp_path / "run", config, [])
-    assert [p.name for p in list_checkpoints(tmp_path / "run")][-1] == "step_00000005"
-    assert torch.equal(res.losses, ref.losses) and bool(torch.isfinite(ref.losses).all())
-    assert same_weights(res.model, ref.model) and same_weights(res.ema, ref.ema)
-
-
-def test_image_trainer_labels_without_dropout_and_bad_batches() -> None:
-    config = ImageTrainConfig(steps=3, lr=1e-2)
-    seen: list[Tensor] = []
-    _image_run(None, config, seen)
-    assert len(seen) == 3 and all(bool((s == 0).all()) for s in seen)
-    model = CondConv()
-    loader = DataLoader(TensorDataset(torch.zeros(4, 1, 6, 6)), batch_size=2)
-    with pytest.raises(ValueError, match=r"\(images, labels\)"):
-        train_images(model, lambda *a, **k: torch.zeros(()), loader, config,
-                     generator=torch.Generator(), labels=True)  # fmt: skip
-    plain = copy.deepcopy(model)
-    del plain.num_classes
-    with pytest.raises(ValueError, match="num_classes"):
-        train_images(plain, lambda *a, **k: torch.zeros(()), loader,
-                     ImageTrainConfig(steps=1, label_dropout=0.1),
-                     generator=torch.Generator(), labels=True)  # fmt: skip
 
 
 def test_library_network_trains_on_a_labelled_mixture() -> None:
