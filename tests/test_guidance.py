@@ -201,3 +201,36 @@ def test_scale_space_model_is_guided_on_every_step() -> None:
     )
     assert out.shape == (2, 1, 16, 16) and bool(torch.isfinite(out).all())
     assert {b for b, _ in net.calls} == {4} and {8, 16} <= {r for _, r in net.calls}
+
+
+@pytest.mark.slow
+def test_conditioning_page_runs_and_each_class_lands_on_its_data() -> None:
+    """docs/conditioning.md's example: each class within 1 bit of its own data set, at
+    least 2 bits further from the other, and the printed lines as the page states."""
+    import contextlib
+    import io
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "conditioning.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, re.DOTALL)
+    stated = re.findall(r"```text\n(.*?)```", text, re.DOTALL)[0]
+    out, threads = io.StringIO(), torch.get_num_threads()
+    try:
+        with contextlib.redirect_stdout(out):
+            for code in blocks:
+                exec(compile(code, "conditioning.md", "exec"), {"__name__": "conditioning_page"})
+    finally:
+        torch.set_num_threads(threads)
+    rows = re.findall(
+        r"class (\w+): KL\(moons \|\| samples\) = (-?[\d.]+) bits, "
+        r"KL\(circle \|\| samples\) = (-?[\d.]+) bits",
+        out.getvalue(),
+    )
+    assert len(rows) == 4, out.getvalue()
+    for name, moons, circle in rows:
+        own, other = (float(moons), float(circle))[:: 1 if name == "moons" else -1]
+        assert own < 1.0 and other > own + 2.0, out.getvalue()
+    printed = [float(v) for v in re.findall(r"= (-?\d+\.\d+) bits", out.getvalue())]
+    expected = [float(v) for v in re.findall(r"= (-?\d+\.\d+) bits", stated)]
+    assert printed == pytest.approx(expected, abs=0.2)

@@ -206,7 +206,10 @@ def class_labels_of(
             f"class_labels must have shape ({batch},) to match the batch, got shape "
             f"{tuple(labels.shape)}"
         )
-    if labels.numel() > 0 and range_checked(labels):
+    # vmapped labels (an ensemble trained as one model) hold no values to read here;
+    # the trainers check them once, at the start
+    batched = bool(torch._C._functorch.is_batchedtensor(labels))
+    if labels.numel() > 0 and range_checked(labels) and not batched:
         lo, hi = int(labels.min()), int(labels.max())
         if lo < 0 or hi > num_classes:
             raise ValueError(
