@@ -203,7 +203,7 @@ def labelled(args: argparse.Namespace, preset: Any, split: str) -> FashionMNIST:
             args.fashion_root,
             split=split,  # type: ignore[arg-type]
             image_size=preset.image_size,
-            indices=indices,  # type: ignore[arg-type]
+            indices=indices,
             labels=True,
         )
     except FileNotFoundError as err:
@@ -269,7 +269,7 @@ def generate(
 
     def call(x: Tensor, t: Tensor, /, out_size: int | None = None, **kwargs: Any) -> Tensor:
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            out = guided(x, t, out_size, **kwargs)
+            out: Tensor = guided(x, t, out_size, **kwargs)
         return out.float()
 
     size = preset.image_size
@@ -305,10 +305,19 @@ def work_train(args: argparse.Namespace, preset: Any, sweep: Sweep, name: str) -
     degradation = base.build_degradation(preset, levels)
 
     def loss(
-        net: nn.Module, x0: Tensor, gen: torch.Generator, *, model_kwargs: dict[str, Tensor]
+        model: nn.Module,
+        images: Tensor,
+        generator: torch.Generator,
+        *,
+        model_kwargs: dict[str, Tensor],
     ) -> Tensor:
         return scale_space_loss(
-            net, degradation, x0, generator=gen, min_snr_gamma=5.0, model_kwargs=model_kwargs
+            model,
+            degradation,
+            images,
+            generator=generator,
+            min_snr_gamma=5.0,
+            model_kwargs=model_kwargs,
         )
 
     log_path = args.out / name / "log.jsonl"
@@ -385,7 +394,7 @@ def work_classifier(args: argparse.Namespace, preset: Any, sweep: Sweep) -> None
             idx = order[i : i + batch]
             value = nn.functional.cross_entropy(model(images[idx]), labels[idx])
             optimizer.zero_grad(set_to_none=True)
-            value.backward()
+            value.backward()  # type: ignore[no-untyped-call]
             optimizer.step()
         epoch += 1
         seconds += time.perf_counter() - start
@@ -433,7 +442,7 @@ def evaluate(
     folder = args.out / name / "eval"
     npz, summary = folder / f"{w_name(w)}.npz", folder / f"{w_name(w)}.json"
     if summary.is_file():
-        cached = json.loads(summary.read_text())
+        cached: dict[str, Any] = json.loads(summary.read_text())
         if cached["n"] >= n:
             return cached
     model, degradation, classifier, reference = parts
@@ -745,7 +754,8 @@ def run_workers(args: argparse.Namespace, argv: Sequence[str], after: dict[str, 
     (args.out / "logs").mkdir(parents=True, exist_ok=True)
     stages_path = args.out / "stages.json"
     stages = json.loads(stages_path.read_text()) if stages_path.is_file() else {}
-    pending, running, done = list(after), [], set()
+    pending, done = list(after), set()
+    running: list[tuple[str, subprocess.Popen[bytes], Any, float]] = []
     while pending or running:
         for name in [n for n in pending if all(d in done for d in after[n] if d in after)]:
             if len(running) >= jobs:
@@ -789,12 +799,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
     torch.set_num_threads(args.threads)
     if args.worker:
         kind, _, name = args.worker.partition(":")
-        {
-            "train": lambda: work_train(args, preset, sweep, name),
-            "classifier": lambda: work_classifier(args, preset, sweep),
-            "real": lambda: base.work_real(args, preset),
-            "eval": lambda: work_eval(args, preset, sweep, name),
-        }[kind]()
+        if kind == "train":
+            work_train(args, preset, sweep, name)
+        elif kind == "classifier":
+            work_classifier(args, preset, sweep)
+        elif kind == "real":
+            base.work_real(args, preset)
+        else:
+            work_eval(args, preset, sweep, name)
         return None
     stages = [s for s in args.stages.split(",") if s]
     unknown = set(stages) - set(STAGES)
