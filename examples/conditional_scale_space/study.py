@@ -728,7 +728,7 @@ def grid(args: argparse.Namespace, results: dict[str, Any], path: Path) -> None:
             fontsize=6,
         )
         ax.set_xticks([])
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=150)
     plt.close(fig)
 
 
