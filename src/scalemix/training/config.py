@@ -24,7 +24,7 @@ from typing_extensions import TypedDict
 
 from .._utils import check_choice
 from .losses import LossFn
-from .precision import Precision
+from .precision import Precision, PrecisionSetting
 
 __all__ = [
     "BaseTrainConfig",
@@ -90,7 +90,9 @@ class BaseTrainConfig:
         ema_decay: EMA decay :math:`\\delta \\in [0, 1]`.
         ema_every: optimiser steps between two EMA updates (>= 1).
         precision: ``"fp32"``, ``"bf16"`` (autocast) or ``"fp16"`` (autocast and a
-            gradient scaler); see :mod:`scalemix.training.precision`.
+            gradient scaler); see :mod:`scalemix.training.precision`. ``"auto"`` (the
+            image trainer only) picks ``"bf16"`` or ``"fp32"`` for the device at the
+            start of the run (:func:`~scalemix.training.precision.choose_precision`).
         checkpoint_every: steps between checkpoints (``None``: only after the last step);
             used only when the trainer is given a ``checkpoint_dir``.
         keep_checkpoints: complete checkpoints kept on disk (>= 1).
@@ -110,7 +112,7 @@ class BaseTrainConfig:
     grad_clip: float | None = 0.5
     ema_decay: float = 0.995
     ema_every: int = 10
-    precision: Precision = "fp32"
+    precision: PrecisionSetting = "fp32"
     checkpoint_every: int | None = None
     keep_checkpoints: int = 3
     label_dropout: float = 0.0
@@ -125,7 +127,7 @@ class BaseTrainConfig:
             _check_number(self, "grad_clip")
         _check_number(self, "ema_decay", strict=False, high=1.0)
         _check_number(self, "label_dropout", strict=False, high=1.0)
-        _check_choice(self, "precision", get_args(Precision))
+        _check_choice(self, "precision", get_args(PrecisionSetting))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -160,9 +162,11 @@ class TrainConfig(BaseTrainConfig):
     kl_weight: float = 0.1
     batching: Batching = "epoch"
     compile: bool | str = False
+    precision: Precision = "fp32"
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        _check_choice(self, "precision", get_args(Precision))  # no "auto" here
         _check_int(self, "batch_size", 1)
         _check_int(self, "ema_warmup", 0, optional=True)
         if not callable(self.loss):
