@@ -40,6 +40,7 @@ own draws, so resume stays exact) and the loss is called as
 from __future__ import annotations
 
 import math
+import sys
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -55,12 +56,19 @@ from torch.utils.data import DataLoader
 
 from .._utils import progress_bar
 from ._common import RunState, as_callbacks, backward, batch_to, optimizer_step
-from ._image_resume import DataStream, rng_state, set_rng_state
-from .checkpoint import find_latest_checkpoint
+from ._image_resume import DataStream, _generators, rng_state, set_rng_state
+from .checkpoint import STATE_FILE, find_latest_checkpoint
 from .conditioning import drop_labels, resolve_null_label
 from .config import ImageTrainConfig, lr_factor
 from .ema import make_ema
-from .precision import autocast_context, grad_scaler
+from .precision import (
+    Precision,
+    PrecisionChoice,
+    autocast_context,
+    choose_precision,
+    grad_scaler,
+    step_on_copies,
+)
 from .results import Callback, ImageTrainResult, ImageTrainState
 
 __all__ = ["ConditionalImageLoss", "ImageLoss", "train_images"]
@@ -128,10 +136,16 @@ def _gather(obj: Any, world: int) -> list[Any]:
     return out
 
 
-def _run_state(model: nn.Module, config: ImageTrainConfig, dev: torch.device) -> RunState:
-    optimizer = torch.optim.AdamW(
+def _adamw(model: nn.Module, config: ImageTrainConfig) -> torch.optim.AdamW:
+    return torch.optim.AdamW(
         model.parameters(), lr=config.lr, betas=config.betas, weight_decay=config.weight_decay
     )
+
+
+def _run_state(
+    model: nn.Module, config: ImageTrainConfig, dev: torch.device, precision: Precision
+) -> RunState:
+    optimizer = _adamw(model, config)
     ema = make_ema(model, decay=config.ema_decay, warmup=None)
     ema.eval()
     return RunState(
@@ -147,9 +161,63 @@ def _run_state(model: nn.Module, config: ImageTrainConfig, dev: torch.device) ->
                 schedule=config.lr_schedule,
             ),
         ),
-        grad_scaler(config.precision, dev),
+        grad_scaler(precision, dev),
         torch.zeros(config.steps, dtype=torch.float32, device=dev),
     )
+
+
+def _first_batch(loader: DataLoader[Any], dev: torch.device) -> Any:
+    """The loader's first batch; its generators and torch's global one are put back, so
+    the run draws the same batches and random numbers as without this look."""
+    peek = DataStream(loader)
+    batch = batch_to(next(peek), dev)
+    snapshot = peek.state_dict()["rng"]
+    for key, gen in _generators(loader).items():
+        gen.set_state(snapshot[key])
+    torch.set_rng_state(snapshot["global"])
+    return batch
+
+
+def _resolve_precision(
+    model: nn.Module,
+    loss: ImageLoss | ConditionalImageLoss,
+    loader: DataLoader[Any],
+    config: ImageTrainConfig,
+    generator: torch.Generator,
+    dev: torch.device,
+    null: int | None,
+    found: Path | None,
+    world: int,
+) -> PrecisionChoice:
+    """``config.precision``, or for ``"auto"`` the checkpoint's choice (exact resume) or
+    a new one; under ``torchrun`` every process takes process 0's."""
+    if config.precision != "auto":
+        return choose_precision(config.precision, dev)
+    if found is not None:  # the choice of the run resumed, for an exact resume
+        state = torch.load(found / STATE_FILE, map_location="cpu", weights_only=True)
+        if state.get("precision") in ("fp32", "bf16"):
+            return PrecisionChoice(state["precision"], "auto", reason=f"read from {found}")
+    choice: PrecisionChoice
+    if dev.type == "cpu":
+        batch = _first_batch(loader, dev)
+
+        def loss_of(net: nn.Module, gen: torch.Generator) -> Tensor:
+            if null is None:
+                return cast(ImageLoss, loss)(net, batch, gen)
+            images, y = _split_batch(batch)
+            y = drop_labels(y, config.label_dropout, null_label=null, generator=gen)
+            return cast(ConditionalImageLoss, loss)(
+                net, images, gen, model_kwargs={"class_labels": y}
+            )
+
+        with torch.random.fork_rng(devices=[]):
+            step = step_on_copies(
+                model, partial(_adamw, config=config), loss_of, generator, config.grad_clip
+            )
+            choice = choose_precision("auto", dev, step)
+    else:
+        choice = choose_precision("auto", dev)
+    return cast(PrecisionChoice, _gather(choice, world)[0])
 
 
 def _resume(
@@ -227,11 +295,17 @@ def train_images(
     null = resolve_null_label(model, p_drop) if labels else -1
     rank, world = _world()
     dev = torch.device(device) if device is not None else next(model.parameters()).device
-    run = _run_state(model, config, dev)
+    found = find_latest_checkpoint(checkpoint_dir) if checkpoint_dir is not None else None
+    chosen = _resolve_precision(
+        model, loss, loader, config, generator, dev, null if labels else None, found, world
+    )
+    if progress and rank == 0 and config.precision == "auto":
+        sys.stderr.write(chosen.summary() + "\n")
+        sys.stderr.flush()
+    run = _run_state(model, config, dev, chosen.precision)
     optimizer, ema, scaler = run.optimizer, run.ema, run.scaler
     data = DataStream(loader)
     start, elapsed, last_ckpt = 0, 0.0, None
-    found = find_latest_checkpoint(checkpoint_dir) if checkpoint_dir is not None else None
     if found is not None:
         start, elapsed = _resume(run, found, data, generator, rank, world)
         last_ckpt = found
@@ -242,7 +316,7 @@ def train_images(
             device_ids=[dev.index] if dev.type == "cuda" else None,
             find_unused_parameters=find_unused_parameters,
         )
-    amp = autocast_context(config.precision, dev)
+    amp = autocast_context(chosen.precision, dev)
     clip = None
     if config.grad_clip is not None:
         clip = partial(nn.utils.clip_grad_norm_, list(model.parameters()), config.grad_clip)
@@ -282,7 +356,16 @@ def train_images(
         if hooks:
             now = elapsed + time.perf_counter() - t0
             state = ImageTrainState(
-                step, start, mean_loss, grad_norm, lr, data.epoch, now, model, ema
+                step,
+                start,
+                mean_loss,
+                grad_norm,
+                lr,
+                data.epoch,
+                now,
+                model,
+                ema,
+                chosen.precision,
             )
             for hook in hooks:
                 hook(state)
@@ -295,6 +378,7 @@ def train_images(
                     "world_size": world,
                     "elapsed": elapsed + time.perf_counter() - t0,
                     "processes": processes,
+                    "precision": chosen.precision,
                 }
                 last_ckpt = run.save(
                     checkpoint_dir,
@@ -306,4 +390,4 @@ def train_images(
     seconds = elapsed + time.perf_counter() - t0
     final_step = max(start, config.steps)
     losses = run.losses.cpu()
-    return ImageTrainResult(model, ema, final_step, start, seconds, last_ckpt, losses)
+    return ImageTrainResult(model, ema, final_step, start, seconds, last_ckpt, losses, chosen)

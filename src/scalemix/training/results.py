@@ -19,7 +19,7 @@ from __future__ import annotations
 import abc
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
@@ -28,6 +28,7 @@ from torch.optim.swa_utils import AveragedModel
 from typing_extensions import TypedDict, Unpack
 
 from .. import hub
+from .precision import Precision, PrecisionChoice
 
 if TYPE_CHECKING:
     from ..degradation import BlurDegradation, ScaleSpaceDegradation
@@ -161,6 +162,7 @@ class ImageTrainState:
         elapsed: training wall time in seconds so far, summed over resumed calls.
         model: the model being trained (unwrapped).
         ema_model: its running average (``ema_model.module`` is the averaged network).
+        precision: the precision the run trains in (``"auto"`` resolved).
     """
 
     step: int
@@ -172,6 +174,7 @@ class ImageTrainState:
     elapsed: float
     model: nn.Module
     ema_model: AveragedModel
+    precision: Precision = "fp32"
 
 
 @dataclass
@@ -189,6 +192,9 @@ class ImageTrainResult(_AveragedResult):
             step ``s`` on this process (the mean over its micro-batches, not averaged
             over processes); the steps before ``start_step`` come from the checkpoint
             (``nan`` where it holds none).
+        precision: the :class:`~scalemix.training.precision.PrecisionChoice` of the run: the
+            precision it trained in (``precision.precision``) and, for ``"auto"`` on a
+            CPU, the measured seconds per step of each candidate (``precision.seconds``).
     """
 
     model: nn.Module
@@ -198,6 +204,7 @@ class ImageTrainResult(_AveragedResult):
     seconds: float
     checkpoint: Path | None
     losses: Tensor
+    precision: PrecisionChoice = field(default_factory=lambda: PrecisionChoice("fp32", "fp32"))
 
 
 @dataclass(frozen=True)
