@@ -145,6 +145,13 @@ class GaussianDegradation(NoiseSchedule):
     (``betas``, ``alphas_cumprod``, ``snr``) comes from
     :class:`~scalemix.degradation.noise_schedule.NoiseSchedule`.
 
+    This is the identity of the degradation family, the point where every linear
+    degradation's machinery (posterior, DDIM family, respacing, the scale-space loss)
+    must reduce to DDPM; the tests use it to check exactly that. To train and sample a
+    Gaussian diffusion model use :class:`~scalemix.DDPMScheduler`, which adds the
+    noise and :math:`v` parameterisations and the ODE/SDE solvers; both go to the same
+    :func:`scalemix.sample`.
+
     Args:
         spatial_shape: trailing shape of the data after ``(b, c)``, e.g. ``(64, 64)``.
         num_train_timesteps: ``T``.
