@@ -36,3 +36,14 @@ def test_attention_block_matches_the_formula(channels_last: bool) -> None:
     (g,) = torch.autograd.grad(out.square().sum(), x)
     (g_ref,) = torch.autograd.grad(ref.square().sum(), x)
     torch.testing.assert_close(g, g_ref, rtol=1e-4, atol=1e-4)
+
+
+def test_attention_block_under_bf16_autocast_stays_close() -> None:
+    """bf16 keeps the strided layout (the unfused math, faster there): same formula."""
+    torch.manual_seed(1)
+    block = AttentionBlock(16, 2)
+    torch.nn.init.normal_(block.proj.weight, std=0.2)
+    x = torch.randn(2, 16, 4, 4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = block(x)
+    torch.testing.assert_close(out.float(), _reference(block, x), rtol=0.05, atol=0.05)

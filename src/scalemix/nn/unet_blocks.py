@@ -222,12 +222,18 @@ class AttentionBlock(nn.Module):
         """Map ``x`` of shape ``(b, c, h, w)`` to the same shape."""
         b, c, height, width = x.shape
         qkv = self.qkv(self.norm(x))
-        # (b, 3c, h, w) -> (3, b, n, h w, d) through a (b, h w, 3c) copy, so that d has
-        # unit stride: the layout of the fused CPU kernel of scaled_dot_product_attention
-        # (with d strided, it falls back to the slower unfused math)
-        qkv = qkv.flatten(2).transpose(1, 2).contiguous()
-        qkv = qkv.view(b, height * width, 3, self.num_heads, c // self.num_heads)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4)
+        if qkv.is_cpu and qkv.dtype == torch.float32:
+            # (b, 3c, h, w) -> (3, b, n, h w, d) through a (b, h w, 3c) copy: d with unit
+            # stride takes the fused CPU kernel of scaled_dot_product_attention, faster
+            # in float32 than the unfused math that strided d falls back to (in bf16 the
+            # math is the faster one)
+            qkv = qkv.flatten(2).transpose(1, 2).contiguous()
+            qkv = qkv.view(b, height * width, 3, self.num_heads, c // self.num_heads)
+            q, k, v = qkv.permute(2, 0, 3, 1, 4)
+        else:
+            q, k, v = rearrange(
+                qkv, "b (three n d) h w -> three b n (h w) d", three=3, n=self.num_heads
+            )
         a = F.scaled_dot_product_attention(q, k, v)
         a = rearrange(a, "b n (h w) d -> b (n d) h w", h=height, w=width)
         out: Tensor = x + self.proj(a)
