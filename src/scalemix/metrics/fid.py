@@ -13,7 +13,7 @@ necessarily with published tables.
 :func:`load_inception` returns by default an eager copy of that network with the batch
 norms folded into the convolutions, channels-last activations and the average pools
 moved after the 1 x 1 convolutions that follow them
-(:mod:`scalemix.metrics._inception_fast`): the same features to float32 rounding, in
+(``scalemix.metrics._inception_fast``): the same features to float32 rounding, in
 about half the CPU time; ``fused=False`` returns the TorchScript network itself.
 """
 
