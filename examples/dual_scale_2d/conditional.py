@@ -53,8 +53,7 @@ ROOT = Path(__file__).resolve().parents[2]
 #: The committed results of the full study (the separate models).
 STUDY_RESULTS = ROOT / "docs" / "_static" / "results_2d" / "results.json"
 #: Settings that must agree for the committed separate results to be reused.
-MATCHED = ("steps", "batch_size", "lr", "grad_clip", "ema_decay", "ema_every")
-MATCHED += ("num_timesteps", "beta_schedule", "loss", "n_data", "n_samples", "k", "data_seed")
+MATCHED = tuple(field.name for field in dataclasses.fields(StudyConfig))
 
 
 def labelled_mixture(datasets: Sequence[str], cfg: StudyConfig) -> tuple[torch.Tensor, ...]:
