@@ -35,6 +35,11 @@ dataset of ``(image, label)`` items, e.g. ``FashionMNIST(labels=True)``, batched
 own draws, so resume stays exact) and the loss is called as
 ``loss(model, images, generator, model_kwargs={"class_labels": labels})``
 (a :class:`ConditionalImageLoss`).
+
+**Precision.** ``precision="auto"`` is resolved before the first step by timing
+training steps on copies (:func:`~scalemix.training.precision.choose_precision`; the
+run equals the explicit run of the choice bit for bit), kept in the checkpoints for
+resume, and reported as ``result.precision`` and ``state.precision``.
 """
 
 from __future__ import annotations
