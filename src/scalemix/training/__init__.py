@@ -47,7 +47,9 @@ from .losses import evaluate_eps_mse as evaluate_eps_mse
 from .losses import hybrid_loss as hybrid_loss
 from .losses import vlb_term as vlb_term
 from .precision import Precision as Precision
+from .precision import PrecisionChoice as PrecisionChoice
 from .precision import autocast_context as autocast_context
+from .precision import choose_precision as choose_precision
 from .precision import compile_model as compile_model
 from .precision import grad_scaler as grad_scaler
 from .results import Callback as Callback
@@ -81,12 +83,14 @@ __all__ = [
     "LossName",
     "MultiAvgFn",
     "Precision",
+    "PrecisionChoice",
     "TrainConfig",
     "TrainResult",
     "TrainSettings",
     "TrainState",
     "TrainingResult",
     "autocast_context",
+    "choose_precision",
     "compile_model",
     "draw_noise_and_timesteps",
     "drop_labels",
