@@ -693,8 +693,8 @@ def plot(results: dict[str, Any], path: Path) -> None:
     ax.axhline(1e3 * results["floor"]["kid"], color="gray", ls="--", lw=1, label="real vs real")
     ax.set_xlabel("classifier accuracy on the samples (%)")
     ax.set_ylabel("KID x 1e3 (+- se)")
-    ax.set_yscale("symlog")
-    ax.set_title("guidance weight w (labels)", fontsize=9)
+    ax.set_ylim(bottom=min(0.0, 1e3 * results["floor"]["kid"]) - 1.0)
+    ax.set_title("labels: the guidance weight w", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.savefig(path, dpi=120)
@@ -712,7 +712,7 @@ def grid(args: argparse.Namespace, results: dict[str, Any], path: Path) -> None:
 
     names = list(results["models"])
     fig, axes = plt.subplots(
-        1, len(names), figsize=(2.6 * len(names), 3.4), constrained_layout=True
+        1, len(names), figsize=(2.6 * len(names), 2.9), constrained_layout=True
     )
     for ax, name in zip(np.atleast_1d(axes), names, strict=True):
         w = results["models"][name]["best_w"]
