@@ -234,3 +234,14 @@ def test_conditioning_page_runs_and_each_class_lands_on_its_data() -> None:
     printed = [float(v) for v in re.findall(r"= (-?\d+\.\d+) bits", out.getvalue())]
     expected = [float(v) for v in re.findall(r"= (-?\d+\.\d+) bits", stated)]
     assert printed == pytest.approx(expected, abs=0.2)
+
+
+def test_null_label_is_found_through_a_moving_average() -> None:
+    from torch.optim.swa_utils import AveragedModel
+
+    from scalemix.nn import MLPDenoiser
+
+    net = MLPDenoiser(num_classes=3)
+    assert ClassifierFreeGuidance(AveragedModel(net), 2.0).null_label == 3
+    with pytest.raises(ValueError, match="no int num_classes"):
+        ClassifierFreeGuidance(AveragedModel(MLPDenoiser()), 2.0)

@@ -12,29 +12,26 @@ from __future__ import annotations
 
 from torch import nn
 
-__all__ = ["check_scale_space_model", "declared_changes_resolution"]
+__all__ = [
+    "check_scale_space_model",
+    "declared_attribute",
+    "declared_changes_resolution",
+    "declared_num_classes",
+]
 
 
-def declared_changes_resolution(model: object) -> bool | None:
-    """The ``changes_resolution`` a model declares, looking through wrappers.
+def declared_attribute(model: object, name: str) -> tuple[object, object] | None:
+    """The first ``(owner, value)`` of attribute ``name`` not ``None``, through wrappers.
 
-    The first object that has the attribute decides; an object without it is unwrapped
-    through ``.module`` (:class:`~torch.optim.swa_utils.AveragedModel`, DDP) or
-    ``._orig_mod`` (:func:`torch.compile`). ``None`` when nothing declares it.
-
-    Raises:
-        TypeError: a ``changes_resolution`` that is not a bool.
+    ``model`` is asked first; an object without the attribute is unwrapped through
+    ``.module`` (:class:`~torch.optim.swa_utils.AveragedModel`, DDP) or ``._orig_mod``
+    (:func:`torch.compile`). ``None`` when nothing declares it.
     """
     obj: object = model
     for _ in range(32):  # wrappers nest a few levels at most
-        declared = getattr(obj, "changes_resolution", None)
-        if declared is not None:
-            if not isinstance(declared, bool):
-                raise TypeError(
-                    f"{type(obj).__name__}.changes_resolution must be True or False, "
-                    f"got {declared!r}"
-                )
-            return declared
+        value = getattr(obj, name, None)
+        if value is not None:
+            return obj, value
         inner = getattr(obj, "module", None)
         if not isinstance(inner, nn.Module):
             inner = getattr(obj, "_orig_mod", None)
@@ -42,6 +39,34 @@ def declared_changes_resolution(model: object) -> bool | None:
             return None
         obj = inner
     return None
+
+
+def declared_num_classes(model: object) -> int | None:
+    """The ``num_classes`` of a class-conditional model (its null label), through
+    wrappers (:func:`declared_attribute`); ``None`` when it has no int ``>= 1``."""
+    found = declared_attribute(model, "num_classes")
+    value = None if found is None else found[1]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        return None
+    return value
+
+
+def declared_changes_resolution(model: object) -> bool | None:
+    """The ``changes_resolution`` a model declares, looking through wrappers
+    (:func:`declared_attribute`); ``None`` when nothing declares it.
+
+    Raises:
+        TypeError: a ``changes_resolution`` that is not a bool.
+    """
+    found = declared_attribute(model, "changes_resolution")
+    if found is None:
+        return None
+    owner, declared = found
+    if not isinstance(declared, bool):
+        raise TypeError(
+            f"{type(owner).__name__}.changes_resolution must be True or False, got {declared!r}"
+        )
+    return declared
 
 
 def _sizes(degradation: object) -> list[tuple[int, ...]]:

@@ -42,6 +42,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ._model_checks import declared_num_classes
 from ._utils import append_dims
 
 __all__ = ["AutoGuidance", "ClassifierFreeGuidance", "combine_guidance"]
@@ -133,8 +134,9 @@ class ClassifierFreeGuidance(nn.Module):
             (e.g. :class:`~scalemix.nn.FlexiUNet` built with ``num_classes``).
         scale: the guidance weight ``w``.
         null_label: the label of the unconditional model; default: the model's
-            ``num_classes`` attribute (scalemix's networks keep index ``num_classes``
-            for the learned null class).
+            ``num_classes`` attribute, also through a wrapper's ``.module`` (e.g.
+            :class:`~torch.optim.swa_utils.AveragedModel`); scalemix's networks keep
+            index ``num_classes`` for the learned null class.
         rescale: :math:`\phi` of guidance rescale (Lin et al., 2024), ``[0, 1]``.
         interval: ``(lo, hi)``: guide only for timesteps ``lo < t <= hi``
             (Kynkaanniemi et al., 2024); the conditional output elsewhere.
@@ -162,8 +164,8 @@ class ClassifierFreeGuidance(nn.Module):
         super().__init__()
         _check(scale, rescale, interval)
         if null_label is None:
-            k = getattr(model, "num_classes", None)
-            if isinstance(k, bool) or not isinstance(k, int):
+            k = declared_num_classes(model)
+            if k is None:
                 raise ValueError(
                     f"{type(model).__name__} has no int num_classes attribute to take the "
                     "null label from; pass null_label= (the label of the unconditional model)"

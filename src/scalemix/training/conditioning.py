@@ -20,6 +20,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .._model_checks import declared_num_classes
+
 __all__ = [
     "check_labels",
     "check_model_kwargs",
@@ -116,16 +118,7 @@ def null_label_of(model: nn.Module) -> int | None:
         ``num_classes`` (an int ``K >= 1``: labels ``0 .. K-1`` and the null class
         ``K``), or ``None`` when neither the model nor what it wraps has one.
     """
-    seen: set[int] = set()
-    current: object = model
-    while isinstance(current, nn.Module) and id(current) not in seen:
-        seen.add(id(current))
-        value = getattr(current, "num_classes", None)
-        if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
-            return value
-        inner = getattr(current, "module", None)
-        current = inner if inner is not None else getattr(current, "_orig_mod", None)
-    return None
+    return declared_num_classes(model)
 
 
 def resolve_null_label(model: nn.Module, label_dropout: float) -> int:
