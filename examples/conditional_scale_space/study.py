@@ -71,7 +71,7 @@ from scalemix.datasets import FashionMNIST  # noqa: E402
 from scalemix.guidance import ClassifierFreeGuidance  # noqa: E402
 from scalemix.nn.flexi_unet import FlexiUNet  # noqa: E402
 from scalemix.scale_space import scale_space_loss  # noqa: E402
-from scalemix.training import ImageTrainConfig, train_images  # noqa: E402
+from scalemix.training import train_images  # noqa: E402
 
 NUM_CLASSES = 10
 STAGES = ("train", "eval", "report")
@@ -320,36 +320,15 @@ def work_train(args: argparse.Namespace, preset: Any, sweep: Sweep, name: str) -
             model_kwargs=model_kwargs,
         )
 
-    log_path = args.out / name / "log.jsonl"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    every = max(1, preset.iterations // 100)
-
-    def log(state: Any) -> None:
-        if state.step % every == 0 or state.step == preset.iterations:
-            record = {"step": state.step, "loss": float(state.loss), "elapsed": state.elapsed}
-            with log_path.open("a") as fh:
-                fh.write(json.dumps(record) + "\n")
-
-    config = ImageTrainConfig(
-        steps=preset.iterations,
-        lr=preset.lr,
-        warmup_steps=preset.warmup_steps,
-        grad_clip=1.0,
-        ema_decay=preset.ema_decay,
-        precision="bf16" if device.type == "cuda" else "fp32",
-        checkpoint_every=preset.iterations // preset.num_checkpoints,
-        keep_checkpoints=preset.num_checkpoints,
-        label_dropout=sweep.label_dropout,
-    )
     result = train_images(
         model,
         loss,
         loader,
-        config,
+        base.train_config(preset, device, label_dropout=sweep.label_dropout),
         generator=base.seeded(device, args.seed, levels),
         device=device,
         checkpoint_dir=args.out / name / "checkpoints",
-        callback=log,
+        callback=base.loss_logger(args.out / name / "log.jsonl", preset.iterations),
         progress=True,
         labels=True,
     )

@@ -246,6 +246,36 @@ def features_of(images: Tensor, kind: str, device: torch.device) -> np.ndarray:
     return inception_features(images, inception(device), batch_size=100)
 
 
+def train_config(preset: StudyPreset, device: torch.device, **extra: Any) -> ImageTrainConfig:
+    """The study's ``train_images`` settings (``extra`` adds to them, e.g. label dropout)."""
+    return ImageTrainConfig(
+        steps=preset.iterations,
+        lr=preset.lr,
+        warmup_steps=preset.warmup_steps,
+        grad_clip=1.0,
+        ema_decay=preset.ema_decay,
+        precision="bf16" if device.type == "cuda" else "fp32",
+        checkpoint_every=preset.iterations // preset.num_checkpoints,
+        keep_checkpoints=preset.num_checkpoints,
+        **extra,
+    )
+
+
+def loss_logger(path: Path, iterations: int) -> Callable[[Any], None]:
+    """A ``train_images`` callback appending step, loss and elapsed seconds to ``path``
+    (JSON lines), about 100 times a run and at the last step."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    every = max(1, iterations // 100)
+
+    def log(state: Any) -> None:
+        if state.step % every == 0 or state.step == iterations:
+            record = {"step": state.step, "loss": float(state.loss), "elapsed": state.elapsed}
+            with path.open("a") as fh:
+                fh.write(json.dumps(record) + "\n")
+
+    return log
+
+
 # ---------------------------------------------------------------------------- workers
 def work_train(args: argparse.Namespace, preset: StudyPreset, name: str) -> None:
     """Train one model through ``train_images`` (resuming from its newest checkpoint)."""
@@ -271,35 +301,15 @@ def work_train(args: argparse.Namespace, preset: StudyPreset, name: str) -> None
             x0 = torch.where(flip.to(device).view(-1, 1, 1, 1), x0.flip(-1), x0)
         return scale_space_loss_terms(net, degradation, x0, generator=gen, min_snr_gamma=5.0).loss
 
-    log_path = args.out / name / "log.jsonl"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    every = max(1, preset.iterations // 100)
-
-    def log(state: Any) -> None:
-        if state.step % every == 0 or state.step == preset.iterations:
-            record = {"step": state.step, "loss": float(state.loss), "elapsed": state.elapsed}
-            with log_path.open("a") as fh:
-                fh.write(json.dumps(record) + "\n")
-
-    config = ImageTrainConfig(
-        steps=preset.iterations,
-        lr=preset.lr,
-        warmup_steps=preset.warmup_steps,
-        grad_clip=1.0,
-        ema_decay=preset.ema_decay,
-        precision="bf16" if device.type == "cuda" else "fp32",
-        checkpoint_every=preset.iterations // preset.num_checkpoints,
-        keep_checkpoints=preset.num_checkpoints,
-    )
     result = train_images(
         model,
         loss,
         loader,
-        config,
+        train_config(preset, device),
         generator=seeded(device, args.seed, levels),
         device=device,
         checkpoint_dir=args.out / name / "checkpoints",
-        callback=log,
+        callback=loss_logger(args.out / name / "log.jsonl", preset.iterations),
         progress=True,
     )
     # The final EMA model with its degradation: scalemix.FlexiUNet.from_pretrained(folder).
