@@ -95,13 +95,13 @@ def _assert_same_run(a: Any, b: Any) -> None:
 
 def _force(monkeypatch: pytest.MonkeyPatch, winner: Precision) -> None:
     """Run the real measurement (every step on the copies), then report ``winner`` faster."""
-    original = precision_module._median_step_seconds
+    original = precision_module._mean_step_seconds
 
     def rigged(*args: Any) -> dict[str, float]:
         original(*args)
         return {"fp32": 1.0, "bf16": 0.5} if winner == "bf16" else {"fp32": 1.0, "bf16": 1.0}
 
-    monkeypatch.setattr(precision_module, "_median_step_seconds", rigged)
+    monkeypatch.setattr(precision_module, "_mean_step_seconds", rigged)
 
 
 @pytest.mark.parametrize("winner", ["fp32", "bf16"])

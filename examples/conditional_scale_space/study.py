@@ -116,7 +116,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--out", type=Path, required=True, help="study directory")
     p.add_argument(
-        "--preset", choices=("default", "gpu", "quick"), help="default: 'default' (Fashion-MNIST)"
+        "--preset",
+        choices=("short", "default", "gpu", "quick"),
+        help="the real-image study's preset; default: 'short' (Fashion-MNIST, 1,500 iterations)",
     )
     p.add_argument("--quick", action="store_true", help="the 'quick' preset (minutes on 2 cores)")
     p.add_argument("--fashion-root", help="folder of the Fashion-MNIST IDX files")
@@ -147,7 +149,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def resolve(args: argparse.Namespace) -> tuple[Any, Sweep]:
     """The real-image study's preset (with overrides) and the sweep settings."""
-    preset = base.resolve_preset(args)
+    preset = base.resolve_preset(args, default="short")
     sweep = SWEEPS["quick" if preset.name == "quick" else "default"]
     overrides: dict[str, Any] = {
         k: getattr(args, k)

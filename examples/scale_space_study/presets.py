@@ -2,18 +2,24 @@
 
 Every model of a study (SSD on a deeper pyramid, SSD on 2 levels, the full-resolution
 DDPM baseline) shares the preset: the same FlexiUNet, initial weights, data order,
-optimiser, EMA and sampling steps. Only the number of pyramid levels differs.
+optimiser, EMA and sampling steps. Only the number of pyramid levels differs, and, with
+``equal_flops``, how long each model trains.
 
 ``default``: Fashion-MNIST padded to 32 px (1 channel), a 0.4M-parameter FlexiUNet
 (base 16, multipliers (1, 2, 2), one residual block per level, attention at 8 px),
-1,500 iterations of batch 64 (1.6 epochs) with checkpoints at 500 / 1,000 / 1,500, KID
-and FID of 2,000 samples at the last checkpoint and 500 at the earlier ones, 50 sampling
-steps. It is sized so that the three trainings, run side by side with one torch thread
-each, and the evaluation (Inception features of 9,000 images, about 0.25 s each on one
-core, are the largest part) finish on a 2-core CPU in about an hour.
+batch 64, checkpoints every 500 iterations, 50 sampling steps, training precision
+``"auto"``. DDPM trains 4,500 iterations (4.8 epochs); each SSD model trains on past
+4,500 until it has spent DDPM's training FLOPs (rounded up to a checkpoint), so that
+its curve covers every budget of DDPM's checkpoints. Every checkpoint is evaluated:
+KID and FID of 500 samples, 2,000 at iteration 4,500 and at each model's last
+checkpoint. The three trainings run side by side (one torch thread each), then the
+evaluations; on a 2-core CPU with native bf16 the whole study takes 1-2 hours.
 
-``quick``: the same pipeline at toy size (a 0.1M-parameter network, 300 iterations,
-a 4,000-image subset, 128 evaluation samples); minutes on 2 cores.
+``short``: the study as first published: 1,500 iterations, checkpoints at 500 / 1,000 /
+1,500, every model the same iterations (the conditional study builds on it).
+
+``quick``: the same pipeline as ``default`` at toy size (a 0.1M-parameter network, 300
+iterations, a 4,000-image subset, 128 evaluation samples); minutes on 2 cores.
 
 ``gpu``: Fashion-MNIST at 32 px (the largest size it has) with a 4.5M-parameter
 network for a fixed budget on one GPU (``benchmarks/gpu_suite.py --parts ssd_real``).
@@ -48,19 +54,24 @@ class StudyPreset:
         lr: AdamW learning rate (constant after ``warmup_steps``).
         warmup_steps: linear warm-up.
         ema_decay: EMA decay per step.
-        iterations: training steps.
-        num_checkpoints: evenly spaced checkpoints, all kept and all evaluated.
+        iterations: training steps of DDPM (and of every model without
+            ``equal_flops``).
+        num_checkpoints: evenly spaced checkpoints up to ``iterations``, all kept and
+            all evaluated (SSD models trained longer keep the spacing).
         random_flip: flip half of each batch horizontally (not for Fashion-MNIST, whose
             shoes all point the same way).
         sample_steps: respaced sampling steps (every resolution change kept).
-        eval_samples: samples per model at the last checkpoint (and real images per
-            split).
-        curve_samples: samples per model at the earlier checkpoints.
+        eval_samples: samples per model at ``iterations`` and at the model's last
+            checkpoint (and real images per split).
+        curve_samples: samples per model at the other checkpoints.
         sample_batch: sampling batch.
         time_batch: batch of the side-by-side sampling-time measurement.
         time_repeats: timed repetitions per model.
         train_subset: use only the first ``train_subset`` training images (``None``: all).
         kid_subset: subset size of the customary KID subset statistics.
+        equal_flops: train each SSD model past ``iterations`` until it has spent the
+            training FLOPs of DDPM's ``iterations`` (rounded up to a checkpoint), so
+            that its quality can be read at each of DDPM's budgets.
     """
 
     name: str
@@ -88,11 +99,19 @@ class StudyPreset:
     time_repeats: int
     train_subset: int | None = None
     kid_subset: int = 1000
+    equal_flops: bool = False
 
-    def checkpoint_steps(self) -> list[int]:
-        """The evaluated training steps (the last one is ``iterations``)."""
-        n = self.num_checkpoints
-        return sorted({max(1, round(self.iterations * (i + 1) / n)) for i in range(n)})
+    @property
+    def checkpoint_every(self) -> int:
+        """Iterations between two checkpoints."""
+        return max(1, self.iterations // self.num_checkpoints)
+
+    def checkpoint_steps(self, iterations: int | None = None) -> list[int]:
+        """The evaluated training steps of a model trained ``iterations`` steps (default
+        ``self.iterations``): every ``checkpoint_every``, the last one ``iterations``."""
+        last = self.iterations if iterations is None else iterations
+        every = self.checkpoint_every
+        return sorted({*range(every, last + 1, every), last})
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -112,28 +131,39 @@ _FASHION = {
     "ssd_levels": 3,
     "num_heads": 2,
     "random_flip": False,
-    "num_checkpoints": 3,
+}
+# The 0.4M-parameter network and training of presets default and short.
+_FASHION_SMALL = {
+    **_FASHION,
+    "base_channels": 16,
+    "channel_mult": (1, 2, 2),
+    "num_res_blocks": 1,
+    "attention_resolutions": (8,),
+    "batch_size": 64,
+    "lr": 5e-4,
+    "warmup_steps": 200,
+    "ema_decay": 0.995,
+    "sample_steps": 50,
+    "eval_samples": 2000,
+    "curve_samples": 500,
+    "sample_batch": 100,
+    "time_batch": 64,
+    "time_repeats": 3,
 }
 
 PRESETS: dict[str, StudyPreset] = {
     "default": StudyPreset(
         name="default",
-        base_channels=16,
-        channel_mult=(1, 2, 2),
-        num_res_blocks=1,
-        attention_resolutions=(8,),
-        batch_size=64,
-        lr=5e-4,
-        warmup_steps=200,
-        ema_decay=0.995,
+        iterations=4500,
+        num_checkpoints=9,
+        equal_flops=True,
+        **_FASHION_SMALL,  # type: ignore[arg-type]
+    ),
+    "short": StudyPreset(
+        name="short",
         iterations=1500,
-        sample_steps=50,
-        eval_samples=2000,
-        curve_samples=500,
-        sample_batch=100,
-        time_batch=64,
-        time_repeats=3,
-        **_FASHION,  # type: ignore[arg-type]
+        num_checkpoints=3,
+        **_FASHION_SMALL,  # type: ignore[arg-type]
     ),
     "quick": StudyPreset(
         name="quick",
@@ -154,6 +184,8 @@ PRESETS: dict[str, StudyPreset] = {
         time_repeats=2,
         train_subset=4000,
         kid_subset=100,
+        num_checkpoints=3,
+        equal_flops=True,
         **_FASHION,  # type: ignore[arg-type]
     ),
     "gpu": StudyPreset(
@@ -173,6 +205,7 @@ PRESETS: dict[str, StudyPreset] = {
         sample_batch=1000,
         time_batch=256,
         time_repeats=3,
+        num_checkpoints=3,
         **_FASHION,  # type: ignore[arg-type]
     ),
     "celeba-small": StudyPreset(

@@ -94,8 +94,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def resolve_preset(args: argparse.Namespace) -> StudyPreset:
-    name = "quick" if args.quick else (args.preset or "default")
+def resolve_preset(args: argparse.Namespace, default: str = "default") -> StudyPreset:
+    """The preset the options name (``default`` when none), with their overrides."""
+    name = "quick" if args.quick else (args.preset or default)
     if args.quick and args.preset not in (None, "quick"):
         raise SystemExit(f"--quick and --preset {args.preset} contradict each other")
     overrides = {
@@ -183,11 +184,15 @@ def load_ema(preset: StudyPreset, path: Path, device: torch.device) -> FlexiUNet
     return model.to(device).eval()
 
 
-def sampler_call(model: nn.Module, device: torch.device) -> Callable[..., Tensor]:
-    """The model under bf16 autocast on CUDA (float32 out); as it is on the CPU."""
+def sampler_call(
+    model: nn.Module, device: torch.device, precision: str = "fp32"
+) -> Callable[..., Tensor]:
+    """The model in the precision it was trained in: under bf16 autocast for ``"bf16"``
+    (on CUDA or the CPU; float32 out, the sampler's arithmetic stays in float32)."""
+    bf16 = precision == "bf16"
 
     def call(x: Tensor, t: Tensor, /, out_size: int | None = None) -> Tensor:
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             out = model(x, t, out_size=out_size)
         return out.float()
 
@@ -203,9 +208,12 @@ def generate(
     generator: torch.Generator,
     device: torch.device,
     batch: int | None = None,
+    precision: str = "fp32",
 ) -> Tensor:
-    """``n`` samples ``(n, c, s, s)`` in ``[-1, 1]`` on the CPU, ``batch`` at a time."""
-    call, size, out = sampler_call(model, device), batch or preset.sample_batch, []
+    """``n`` samples ``(n, c, s, s)`` in ``[-1, 1]`` on the CPU, ``batch`` at a time, the
+    network in ``precision`` (:func:`sampler_call`)."""
+    call = sampler_call(model, device, precision)
+    size, out = batch or preset.sample_batch, []
     for start in range(0, n, size):
         x = scale_space_sample(
             call,
@@ -246,19 +254,39 @@ def features_of(images: Tensor, kind: str, device: torch.device) -> np.ndarray:
     return inception_features(images, inception(device), batch_size=100)
 
 
-def train_config(preset: StudyPreset, device: torch.device, **extra: Any) -> ImageTrainConfig:
-    """The study's ``train_images`` settings (``extra`` adds to them, e.g. label dropout)."""
+def train_config(
+    preset: StudyPreset, device: torch.device, iterations: int | None = None, **extra: Any
+) -> ImageTrainConfig:
+    """The study's ``train_images`` settings for ``iterations`` steps (default the
+    preset's); ``extra`` adds to them, e.g. label dropout. The precision is ``"auto"``:
+    bf16 on a GPU that has it, and on a CPU whichever of fp32 and bf16 trains faster."""
+    steps = preset.iterations if iterations is None else iterations
     return ImageTrainConfig(
-        steps=preset.iterations,
+        steps=steps,
         lr=preset.lr,
         warmup_steps=preset.warmup_steps,
         grad_clip=1.0,
         ema_decay=preset.ema_decay,
-        precision="bf16" if device.type == "cuda" else "fp32",
-        checkpoint_every=preset.iterations // preset.num_checkpoints,
-        keep_checkpoints=preset.num_checkpoints,
+        precision="auto",
+        checkpoint_every=preset.checkpoint_every,
+        keep_checkpoints=len(preset.checkpoint_steps(steps)),
         **extra,
     )
+
+
+def model_iterations(preset: StudyPreset, levels: int) -> int:
+    """Training steps of the model with ``levels`` pyramid levels: ``preset.iterations``,
+    or with ``equal_flops`` for SSD, enough checkpoints to spend DDPM's training FLOPs."""
+    if not preset.equal_flops or levels == 1:
+        return preset.iterations
+    budget = preset.iterations * training_flops(preset, 1)
+    every = preset.checkpoint_every
+    return every * math.ceil(budget / training_flops(preset, levels) / every - 1e-9)
+
+
+def trained_precision(out: Path, name: str) -> str:
+    """The precision model ``name`` was trained in (its ``train.json``)."""
+    return str(json.loads((out / name / "train.json").read_text()).get("precision", "fp32"))
 
 
 def loss_logger(path: Path, iterations: int) -> Callable[[Any], None]:
@@ -305,11 +333,11 @@ def work_train(args: argparse.Namespace, preset: StudyPreset, name: str) -> None
         model,
         loss,
         loader,
-        train_config(preset, device),
+        train_config(preset, device, model_iterations(preset, levels)),
         generator=seeded(device, args.seed, levels),
         device=device,
         checkpoint_dir=args.out / name / "checkpoints",
-        callback=loss_logger(args.out / name / "log.jsonl", preset.iterations),
+        callback=loss_logger(args.out / name / "log.jsonl", model_iterations(preset, levels)),
         progress=True,
     )
     # The final EMA model with its degradation: scalemix.FlexiUNet.from_pretrained(folder).
@@ -318,6 +346,8 @@ def work_train(args: argparse.Namespace, preset: StudyPreset, name: str) -> None
         "step": result.step,
         "train_seconds": result.seconds,
         "levels": levels,
+        "precision": result.precision.precision,
+        "precision_choice": result.precision.summary(),
         "pretrained": str(pretrained),
     }
     (args.out / name / "train.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -343,25 +373,33 @@ def work_real(args: argparse.Namespace, preset: StudyPreset) -> None:
 def work_eval(args: argparse.Namespace, preset: StudyPreset, name: str) -> None:
     """Sample every checkpoint of a model and store the samples' features."""
     device = device_of(args)
-    degradation = build_degradation(preset, model_levels(preset)[name])
-    steps = preset.checkpoint_steps()
+    levels = model_levels(preset)[name]
+    degradation = build_degradation(preset, levels)
+    precision = trained_precision(args.out, name)
+    steps = preset.checkpoint_steps(model_iterations(preset, levels))
     for step in steps:
         path = args.out / name / "eval" / f"step_{step:08d}.npz"
         if path.is_file():
             continue
         model = load_ema(preset, checkpoint_dir(args.out, name, step), device)
-        n = preset.eval_samples if step == steps[-1] else preset.curve_samples
+        n = eval_count(preset, step, steps[-1])
         start = time.perf_counter()
-        images = generate(
-            model, degradation, preset, n, seeded(device, args.seed, 99, step), device
-        )
+        gen = seeded(device, args.seed, 99, step)
+        images = generate(model, degradation, preset, n, gen, device, precision=precision)
         seconds = time.perf_counter() - start
         feats = features_of(images, args.features, device)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp.npz")
         np.savez(tmp, features=feats, images=to_uint8(images[:64]), sample_seconds=seconds)
         os.replace(tmp, path)
-        print(f"{name} step {step}: {n} samples in {seconds:.0f} s", flush=True)
+        print(f"{name} step {step}: {n} samples ({precision}) in {seconds:.0f} s", flush=True)
+
+
+def eval_count(preset: StudyPreset, step: int, last: int) -> int:
+    """Samples drawn at checkpoint ``step`` of a model whose last checkpoint is ``last``:
+    ``eval_samples`` at the equal-iterations step and at the last, ``curve_samples``
+    elsewhere."""
+    return preset.eval_samples if step in (preset.iterations, last) else preset.curve_samples
 
 
 # ---------------------------------------------------------------------------- costs
@@ -404,23 +442,26 @@ def sampling_flops(preset: StudyPreset, levels: int) -> float:
 
 
 def stage_time(args: argparse.Namespace, preset: StudyPreset) -> None:
-    """Sampling wall time, the same batch for every model, one thread, alternating."""
+    """Sampling wall time, the same batch for every model (at ``preset.iterations``, in
+    its training precision), one thread, alternating."""
     device = device_of(args)
     torch.set_num_threads(args.threads)
-    last = preset.checkpoint_steps()[-1]
+    step = preset.iterations
     models = {
         name: (
-            load_ema(preset, checkpoint_dir(args.out, name, last), device),
+            load_ema(preset, checkpoint_dir(args.out, name, step), device),
             build_degradation(preset, lv),
+            trained_precision(args.out, name),
         )
         for name, lv in model_levels(preset).items()
     }
     times: dict[str, list[float]] = {name: [] for name in models}
     for repeat in range(preset.time_repeats + 1):  # the first round warms up
-        for name, (model, degradation) in models.items():
+        for name, (model, degradation, precision) in models.items():
             gen = seeded(device, args.seed, 5, repeat)
             start = time.perf_counter()
-            generate(model, degradation, preset, preset.time_batch, gen, device, preset.time_batch)
+            batch = preset.time_batch
+            generate(model, degradation, preset, batch, gen, device, batch, precision)
             if device.type == "cuda":
                 torch.cuda.synchronize()
             if repeat:
@@ -431,6 +472,7 @@ def stage_time(args: argparse.Namespace, preset: StudyPreset) -> None:
             "runs": ts,
             "batch": preset.time_batch,
             "threads": args.threads,
+            "precision": models[name][2],
         }
         for name, ts in times.items()
     }
@@ -452,7 +494,7 @@ def stage_report(args: argparse.Namespace, preset: StudyPreset) -> dict[str, Any
         per_iter = training_flops(preset, levels)
         train = json.loads((args.out / name / "train.json").read_text())
         curve = []
-        for step in preset.checkpoint_steps():
+        for step in preset.checkpoint_steps(model_iterations(preset, levels)):
             data = np.load(args.out / name / "eval" / f"step_{step:08d}.npz")
             kid = kid_from_features(data["features"], reference, **kid_args)
             curve.append(
@@ -571,7 +613,7 @@ def grid(args: argparse.Namespace, preset: StudyPreset, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    last = preset.checkpoint_steps()[-1]
+    last = preset.iterations
     panels = {"real (held out)": np.load(args.out / "real" / "features.npz")["images"]}
     for name in model_levels(preset):
         panels[name] = np.load(args.out / name / "eval" / f"step_{last:08d}.npz")["images"]

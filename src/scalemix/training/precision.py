@@ -55,7 +55,7 @@ PrecisionSetting = Literal["fp32", "bf16", "fp16", "auto"]
 """A :data:`Precision`, or ``"auto"``: chosen per device by :func:`choose_precision`."""
 
 #: The relative speed-up ``"bf16"`` needs over ``"fp32"`` to be chosen by ``"auto"`` on
-#: a CPU: its median step time must be below ``(1 - AUTO_MARGIN)`` times fp32's.
+#: a CPU: its mean step time must be below ``(1 - AUTO_MARGIN)`` times fp32's.
 AUTO_MARGIN = 0.05
 
 _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -122,7 +122,7 @@ class PrecisionChoice:
     Attributes:
         precision: the precision the run trains in.
         setting: what was asked for (``"auto"`` or the precision itself).
-        seconds: median seconds of one measured training step per candidate, e.g.
+        seconds: mean seconds of one measured training step per candidate, e.g.
             ``{"fp32": 1.9, "bf16": 1.2}``; empty when nothing was measured (an explicit
             precision, CUDA, or a choice restored from a checkpoint).
         reason: one line saying how the precision was chosen.
@@ -140,12 +140,13 @@ class PrecisionChoice:
         return f"precision {self.setting} -> {self.precision}{detail}: {self.reason}"
 
 
-def _median_step_seconds(
+def _mean_step_seconds(
     step: Callable[[Precision], None], candidates: tuple[Precision, ...], repeats: int
 ) -> dict[str, float]:
-    """Median wall time of ``step(p)`` per candidate: one untimed warm-up call each, then
+    """Mean wall time of ``step(p)`` per candidate: one untimed warm-up call each, then
     ``repeats`` timed rounds alternating the candidates (so drifts in the machine's load
-    hit all of them alike)."""
+    hit all of them alike). With :func:`step_on_copies`, the candidates' ``k``-th calls
+    do the same work, so the means compare the same ``repeats`` steps."""
     for p in candidates:
         step(p)
     times: dict[str, list[float]] = {p: [] for p in candidates}
@@ -154,7 +155,7 @@ def _median_step_seconds(
             start = time.perf_counter()
             step(p)
             times[p].append(time.perf_counter() - start)
-    return {p: statistics.median(v) for p, v in times.items()}
+    return {p: statistics.fmean(v) for p, v in times.items()}
 
 
 def step_on_copies(
@@ -171,6 +172,11 @@ def step_on_copies(
     so the run's weights, optimiser state and ``generator`` stay as they are. A step is
     ``loss(copy, generator_copy)`` under the precision's autocast on the model's device,
     the backward pass, clipping at ``grad_clip`` (``None``: none) and the optimiser step.
+
+    The ``k``-th call of every precision starts the generator copy from the same state,
+    so the ``k``-th steps of the candidates draw the same timesteps and noise: a loss
+    whose cost depends on its draws (a scale-space loss trains one pyramid level per
+    batch) gives every candidate the same work.
     Steps may draw from torch's global generator (dropout); the caller restores it, e.g.
     inside :func:`torch.random.fork_rng`.
     """
@@ -180,8 +186,16 @@ def step_on_copies(
     gen = torch.Generator(generator.device)
     gen.set_state(generator.get_state())
     device = params[0].device if params else torch.device("cpu")
+    states: list[Tensor] = []  # generator state before the k-th call of any precision
+    calls: dict[str, int] = {}
 
     def step(precision: Precision) -> None:
+        k = calls.get(precision, 0)
+        calls[precision] = k + 1
+        if k < len(states):
+            gen.set_state(states[k])
+        else:
+            states.append(gen.get_state())
         with autocast_context(precision, device):
             value = loss(net, gen)
         torch.autograd.backward(value)
@@ -198,7 +212,7 @@ def choose_precision(
     device: torch.device,
     step: Callable[[Precision], None] | None = None,
     *,
-    repeats: int = 3,
+    repeats: int = 5,
 ) -> PrecisionChoice:
     """Resolve a precision setting on ``device`` (``"auto"``: module docstring).
 
@@ -208,7 +222,7 @@ def choose_precision(
         step: for ``"auto"`` on a CPU, one training step in the given precision, run on
             copies of the model and optimiser state (it must leave the run's state and
             random streams alone); called ``1 + repeats`` times per candidate.
-        repeats: timed calls per candidate (the median counts).
+        repeats: timed calls per candidate (their mean counts).
 
     Returns:
         A :class:`PrecisionChoice`.
@@ -233,7 +247,7 @@ def choose_precision(
         raise ValueError("precision='auto' on a CPU needs a training step to time")
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
-    seconds = _median_step_seconds(step, ("fp32", "bf16"), repeats)
+    seconds = _mean_step_seconds(step, ("fp32", "bf16"), repeats)
     faster = seconds["bf16"] < (1.0 - AUTO_MARGIN) * seconds["fp32"]
     ratio = seconds["fp32"] / seconds["bf16"]
     reason = f"bf16 is {ratio:.2f}x the speed of fp32 on this CPU"
