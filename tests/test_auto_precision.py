@@ -203,3 +203,29 @@ def test_only_the_image_config_takes_auto() -> None:
     assert ImageTrainConfig(steps=1, precision="auto").precision == "auto"
     with pytest.raises(ValueError, match="precision"):
         TrainConfig(steps=1, precision="auto")  # type: ignore[arg-type]
+
+
+def test_timed_steps_of_both_precisions_draw_the_same() -> None:
+    """The k-th step of every candidate replays one generator state: a loss whose cost
+    depends on its draws (one pyramid level per batch) gives both the same work."""
+    model = nn.Linear(3, 1)
+    drawn: list[tuple[str, int]] = []
+
+    def loss(net: nn.Module, gen: torch.Generator) -> Tensor:
+        level = int(torch.randint(0, 10**9, (1,), generator=gen))
+        drawn.append((str(torch.is_autocast_enabled("cpu")), level))
+        return net(torch.ones(2, 3)).square().mean()
+
+    step = precision_module.step_on_copies(
+        model,
+        lambda net: torch.optim.SGD(net.parameters(), lr=0.1),
+        loss,
+        torch.Generator().manual_seed(0),
+        grad_clip=None,
+    )
+    for _ in range(3):
+        step("fp32")
+        step("bf16")
+    fp32 = [level for flag, level in drawn if flag == "False"]
+    bf16 = [level for flag, level in drawn if flag == "True"]
+    assert fp32 == bf16 and len(set(fp32)) == 3  # the same draws per round, new each round

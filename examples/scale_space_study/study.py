@@ -47,6 +47,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parents[1] / "benchmarks"))
 
+import report  # noqa: E402
 from presets import PRESETS, StudyPreset, model_levels  # noqa: E402
 
 from scalemix.degradation import ScaleSpaceDegradation  # noqa: E402
@@ -481,6 +482,8 @@ def stage_time(args: argparse.Namespace, preset: StudyPreset) -> None:
 
 # ---------------------------------------------------------------------------- report
 def stage_report(args: argparse.Namespace, preset: StudyPreset) -> dict[str, Any]:
+    """KID and FID of every checkpoint, the equal-FLOPs and equal-iterations comparisons,
+    the x0 error per timestep band, the tables, the figure and the sample grid."""
     from scalemix.metrics import kid_from_features
     from scalemix.metrics.fid import fid_from_features
 
@@ -512,12 +515,13 @@ def stage_report(args: argparse.Namespace, preset: StudyPreset) -> dict[str, Any
         rows[name] = {
             "levels": levels,
             "curve": curve,
+            "precision": train.get("precision", "fp32"),
             "train_flops_per_iteration": per_iter,
             "train_seconds": train["train_seconds"],
             "sample_flops_per_image": sampling_flops(preset, levels),
             "sample_seconds_per_image": timing[name]["seconds_per_image"],
         }
-    results = {
+    results: dict[str, Any] = {
         "preset": preset.to_dict(),
         "features": args.features,
         "floor": {
@@ -528,82 +532,38 @@ def stage_report(args: argparse.Namespace, preset: StudyPreset) -> dict[str, Any
         },
         "models": rows,
     }
+    results["equal_flops"] = report.equal_flops(rows)
+    results["x0_error"] = stage_error(args, preset)
     (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    table = results_table(results)
+    table = report.results_markdown(results)
     (args.out / "results.md").write_text(table + "\n")
     print(table)
-    plot(results, args.out / "quality_vs_compute.png")
+    for line in report.summary_lines(results):
+        print(line)
+    report.plot(results, args.out / "quality_vs_compute.png")
     grid(args, preset, args.out / "samples.png")
     return results
 
 
-def results_table(results: dict[str, Any]) -> str:
-    models, floor = results["models"], results["floor"]
-    ddpm = models["ddpm"]
-    lines = [
-        "| model | levels | FID | KID x 1e3 (+- se) | KID - DDPM's (in se) | "
-        "train GFLOPs / it | vs DDPM | sample GFLOPs / image | vs DDPM | sample s / image | "
-        "vs DDPM |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    base = ddpm["curve"][-1]
-    for name, row in models.items():
-        last = row["curve"][-1]
-        z = (last["kid"] - base["kid"]) / math.hypot(last["kid_se"], base["kid_se"])
-        lines.append(
-            f"| {name} | {row['levels']} | {last['fid']:.2f} | "
-            f"{1e3 * last['kid']:.2f} +- {1e3 * last['kid_se']:.2f} | "
-            f"{'' if name == 'ddpm' else f'{z:+.2f}'} | "
-            f"{row['train_flops_per_iteration'] / 1e9:.1f} | "
-            f"{ddpm['train_flops_per_iteration'] / row['train_flops_per_iteration']:.2f}x | "
-            f"{row['sample_flops_per_image'] / 1e9:.2f} | "
-            f"{ddpm['sample_flops_per_image'] / row['sample_flops_per_image']:.2f}x | "
-            f"{row['sample_seconds_per_image']:.4f} | "
-            f"{ddpm['sample_seconds_per_image'] / row['sample_seconds_per_image']:.2f}x |"
+def stage_error(args: argparse.Namespace, preset: StudyPreset) -> dict[str, Any]:
+    """:func:`report.x0_error` of every model at ``preset.iterations`` (equal
+    iterations), on up to 256 held-out test images that neither real split uses."""
+    device = torch.device("cpu")
+    test = dataset(args, preset, "test")
+    order = torch.randperm(len(test), generator=torch.Generator().manual_seed(args.seed))  # type: ignore[arg-type]
+    held = order[2 * preset.eval_samples : 2 * preset.eval_samples + 256]
+    if len(held) == 0:
+        raise SystemExit(f"the test split has no images left beyond 2 x {preset.eval_samples}")
+    images = torch.stack([test[int(i)] for i in held])
+    models = {
+        name: (
+            load_ema(preset, checkpoint_dir(args.out, name, preset.iterations), device),
+            build_degradation(preset, levels),
+            trained_precision(args.out, name),
         )
-    lines.append(
-        f"| real vs real | | {floor['fid']:.2f} | {1e3 * floor['kid']:.2f} +- "
-        f"{1e3 * floor['kid_se']:.2f} | | | | | | | |"
-    )
-    lines += [
-        "",
-        "| model | step | n | FID | KID x 1e3 (+- se) | train PFLOPs |",
-        "|---|---|---|---|---|---|",
-    ]
-    for name, row in models.items():
-        for point in row["curve"]:
-            lines.append(
-                f"| {name} | {point['step']} | {point['n']} | {point['fid']:.2f} | "
-                f"{1e3 * point['kid']:.2f} +- {1e3 * point['kid_se']:.2f} | "
-                f"{point['train_flops'] / 1e15:.3f} |"
-            )
-    return "\n".join(lines)
-
-
-def plot(results: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(8.0, 3.2), constrained_layout=True)
-    for name, row in results["models"].items():
-        x = [p["train_flops"] / 1e15 for p in row["curve"]]
-        kid = [1e3 * p["kid"] for p in row["curve"]]
-        se = [1e3 * p["kid_se"] for p in row["curve"]]
-        axes[0].errorbar(x, kid, yerr=se, marker="o", capsize=3, label=name)
-        axes[1].plot(x, [p["fid"] for p in row["curve"]], marker="o", label=name)
-    floor = results["floor"]
-    axes[0].axhline(1e3 * floor["kid"], color="gray", ls="--", lw=1, label="real vs real")
-    axes[1].axhline(floor["fid"], color="gray", ls="--", lw=1, label="real vs real")
-    for ax, label in zip(axes, ("KID x 1e3 (+- se)", "FID"), strict=True):
-        ax.set_xlabel("training PFLOPs")
-        ax.set_ylabel(label)
-        ax.set_yscale("symlog" if label.startswith("KID") else "log")
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+        for name, levels in model_levels(preset).items()
+    }
+    return report.x0_error(models, images, args.seed)
 
 
 def grid(args: argparse.Namespace, preset: StudyPreset, path: Path) -> None:
