@@ -5,9 +5,12 @@ The stage draws samples from a checkpoint and extracts their Inception features
 scale-space sampling steps on a ``--levels``-level pyramid, batches of 100, features in
 batches of 100). ``old`` runs it as it was: the attention block with q, k, v strided
 along the head dimension (the unfused attention kernel) and the TorchScript Inception
-under ``torch.no_grad``; ``new`` runs the library as it is. The two take turns, one
-round each at a time, on the same seeds; the median seconds per image of sampling, of
-the features and of both are printed side by side. The network has random weights
+under ``torch.no_grad``; ``new`` runs the library as it is, the network in float32;
+``new-bf16`` runs the network under bf16 autocast (the study samples a model in the
+precision it was trained in, bf16 with ``precision="auto"`` on a CPU with native bf16;
+the sampler's arithmetic and the Inception features stay float32). They take turns,
+one round each at a time, on the same seeds; the median seconds per image of sampling,
+of the features and of both are printed side by side. The network has random weights
 (the cost does not depend on them). The attention's float rounding differs between the
 two, so the samples differ slightly (amplified over the steps and by the 8-bit
 quantisation before the features); ``bench_inception.py`` compares the features of
@@ -86,10 +89,14 @@ def main() -> None:
     )
     script, fused = load_inception(fused=False), load_inception()
 
+    def bf16_model(x: Tensor, t: Tensor, /, out_size: int | None = None) -> Tensor:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return model(x, t, out_size=out_size).float()
+
     @torch.no_grad()
-    def sample() -> Tensor:
+    def sample(bf16: bool = False) -> Tensor:
         x = scale_space_sample(
-            model,
+            bf16_model if bf16 else model,
             degradation,
             args.n,
             channels=1,
@@ -104,7 +111,7 @@ def main() -> None:
             with old_attention():
                 images = sample()
         else:
-            images = sample()
+            images = sample(bf16=which == "new-bf16")
         t1 = time.perf_counter()
         if which == "old":
             feats = old_features(images, script, 100)
@@ -118,12 +125,12 @@ def main() -> None:
         f"{args.steps} steps; load average before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} "
         f"({os.cpu_count()} CPUs)"
     )
-    runs: dict[str, list[tuple[float, float]]] = {"old": [], "new": []}
+    order: list[str] = ["old", "new", "new-bf16"]
+    runs: dict[str, list[tuple[float, float]]] = {k: [] for k in order}
     feats: dict[str, np.ndarray] = {}
-    order: list[str] = ["old", "new"]
     run: Callable[[str], tuple[float, float, np.ndarray]] = stage
     for r in range(args.rounds):
-        for which in order[r % 2 :] + order[: r % 2]:
+        for which in order[r % 3 :] + order[: r % 3]:
             s, f, feats[which] = run(which)
             runs[which].append((s / args.n, f / args.n))
     med = {
@@ -137,12 +144,15 @@ def main() -> None:
     diff = float(np.abs(feats["new"] - feats["old"]).max())
     print("median seconds per image:  sampling  features  stage")
     for k, (s, f, total) in med.items():
-        print(f"  {k:<4} {s:21.4f} {f:9.4f} {total:6.4f}")
-    o, n = med["old"], med["new"]
-    print(
-        f"  speed-up: sampling {o[0] / n[0]:.2f}x, features {o[1] / n[1]:.2f}x, "
-        f"stage {o[2] / n[2]:.2f}x; max |feature new - old| {diff:.2e}"
-    )
+        print(f"  {k:<9} {s:16.4f} {f:9.4f} {total:6.4f}")
+    o = med["old"]
+    for k in order[1:]:
+        n = med[k]
+        print(
+            f"  {k} against old: sampling {o[0] / n[0]:.2f}x, features {o[1] / n[1]:.2f}x, "
+            f"stage {o[2] / n[2]:.2f}x"
+        )
+    print(f"  max |feature new - old| {diff:.2e} (float32 network, same samples up to rounding)")
     load = os.getloadavg()
     print(f"load average after: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     if args.json is not None:
