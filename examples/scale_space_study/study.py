@@ -1,14 +1,18 @@
-"""Scale Space Diffusion against DDPM on real images, at equal iterations, with KID and FID.
+"""Scale Space Diffusion against DDPM on real images: KID and FID against training FLOPs.
 
 One command trains, side by side (one process and one torch thread each), three models
 with the same FlexiUNet and settings: SSD on a 3-level pyramid (4 for CelebA) with the
 paper's convex resolution schedule (gamma 0.5), SSD on 2 levels, and the full-resolution
-DDPM baseline (a one-level pyramid, x0-parameterised). It then samples every checkpoint,
-computes KID (with its standard error) and FID against held-out real images, measures
-the real-vs-real floor, the training and sampling FLOPs and the sampling wall time, and
-writes a table, a figure of quality against training compute and the sample grids::
+DDPM baseline (a one-level pyramid, x0-parameterised). DDPM trains ``iterations``; with
+the preset's ``equal_flops`` each SSD model trains on until it has spent DDPM's training
+FLOPs. The study then samples every checkpoint (in the precision its model was trained
+in), computes KID (with its standard error) and FID against held-out real images,
+measures the real-vs-real floor, the training and sampling FLOPs and the sampling wall
+time, compares the models at equal training FLOPs and at equal iterations
+(``report.py``), and writes the tables, a figure of quality against training compute
+and the sample grids::
 
-    python examples/scale_space_study/study.py --out runs/study            # about 1-2 h
+    python examples/scale_space_study/study.py --out runs/study            # 1-2 h, 2 cores
     python examples/scale_space_study/study.py --quick --out runs/quick    # minutes
 
     # CelebA 64 px on a GPU (the celeba_scale_space example's "small" settings)
@@ -18,8 +22,9 @@ writes a table, a figure of quality against training compute and the sample grid
 Every stage resumes: trainings continue from their newest checkpoint
 (``scalemix.training.train_images``), evaluated checkpoints are not evaluated again. The
 run directory holds ``study.json``, ``<model>/checkpoints/step_*/``, ``<model>/log.jsonl``,
-``<model>/eval/step_*.npz`` (samples and features), ``<model>/pretrained/`` (the final
-EMA model and its degradation, for ``FlexiUNet.from_pretrained``), ``real/features.npz``,
+``<model>/train.json`` (steps, seconds, precision), ``<model>/eval/step_*.npz`` (samples
+and features), ``<model>/pretrained/`` (the final EMA model and its degradation, for
+``FlexiUNet.from_pretrained``), ``real/features.npz``, ``timing.json``,
 ``results.json``, ``results.md``, ``quality_vs_compute.png`` and ``samples.png``.
 """
 
