@@ -196,31 +196,60 @@ def results_markdown(results: Mapping[str, Any]) -> str:
 
 # ---------------------------------------------------------------------------- figure
 def plot(results: Mapping[str, Any], path: Path) -> None:
-    """KID (+- se) and FID of every checkpoint against training PFLOPs, one curve per
-    model, the real-vs-real floor dashed; log FLOPs (the axis of the interpolation)."""
+    """KID (+- se) and FID of every checkpoint against training PFLOPs (log axes; log
+    FLOPs is the interpolation's), one colour per model, the real-vs-real FID dashed
+    (KID's, about 0, named in the legend). KID is
+    unbiased, so one line joins all its checkpoints; FID is biased by the sample count,
+    so its line joins the checkpoints of the smaller count and the larger-count points
+    stand apart (open markers)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(9.0, 3.4), constrained_layout=True)
+    smallest = min(p["n"] for row in results["models"].values() for p in row["curve"])
     for name, row in results["models"].items():
         x = [p["train_flops"] / 1e15 for p in row["curve"]]
         kid = [1e3 * p["kid"] for p in row["curve"]]
         se = [1e3 * p["kid_se"] for p in row["curve"]]
         label = f"{name} ({row['levels']} level{'s' if row['levels'] > 1 else ''})"
-        axes[0].errorbar(x, kid, yerr=se, marker="o", ms=3, capsize=2, label=label)
-        axes[1].plot(x, [p["fid"] for p in row["curve"]], marker="o", ms=3, label=label)
+        line = axes[0].errorbar(x, kid, yerr=se, marker="o", ms=3, capsize=2, label=label)
+        colour = line[0].get_color()
+        few = [p for p in row["curve"] if p["n"] == smallest]
+        many = [p for p in row["curve"] if p["n"] != smallest]
+        axes[1].plot(
+            [p["train_flops"] / 1e15 for p in few],
+            [p["fid"] for p in few],
+            marker="o",
+            ms=3,
+            color=colour,
+            label=f"{label}, {smallest} samples",
+        )
+        axes[1].plot(
+            [p["train_flops"] / 1e15 for p in many],
+            [p["fid"] for p in many],
+            ls="none",
+            marker="o",
+            mfc="none",
+            color=colour,
+            label=f"{name}, {many[0]['n'] if many else ''} samples",
+        )
     floor = results["floor"]
-    axes[0].axhline(1e3 * floor["kid"], color="gray", ls="--", lw=1, label="real vs real")
-    axes[1].axhline(floor["fid"], color="gray", ls="--", lw=1, label="real vs real")
+    axes[1].axhline(floor["fid"], color="gray", ls="--", lw=1, label=f"real vs real ({floor['n']})")
     for ax, label in zip(axes, ("KID x 1e3 (+- se)", "FID"), strict=True):
         ax.set_xlabel("training PFLOPs")
         ax.set_ylabel(label)
         ax.set_xscale("log")
-        ax.set_yscale("symlog" if label.startswith("KID") else "log")
+        ax.set_yscale("log")
         ax.grid(alpha=0.3, which="both")
-    axes[0].legend(fontsize=8)
+    # KID's floor is about 0 (it is unbiased), off a log axis: it is named in the legend.
+    axes[0].legend(
+        fontsize=8,
+        title=f"real vs real: {1e3 * floor['kid']:.2f} +- {1e3 * floor['kid_se']:.2f}",
+        title_fontsize=8,
+    )
+    axes[1].legend(fontsize=6, ncol=2)
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
