@@ -39,7 +39,7 @@ def _load() -> ModuleType:
 
 
 study = _load()
-import report  # noqa: E402  (examples/scale_space_study, on the path once study is loaded)
+import scale_space_report as report  # noqa: E402  (on the path once study is loaded)
 
 at_step = report.at_step
 TOY = [
@@ -117,7 +117,8 @@ def test_quick_study_runs_resumes_and_reports(tmp_path: Path, fashion: Path) -> 
         folder = out / name / "pretrained"
         loaded = FlexiUNet.from_pretrained(folder)
         assert len(load_degradation(folder).resolutions) == m_levels[name]
-        ema = load_checkpoint(out / name / "checkpoints" / "step_00000006").weights["ema"]
+        final = study.model_iterations(preset, m_levels[name])
+        ema = load_checkpoint(out / name / "checkpoints" / f"step_{final:08d}").weights["ema"]
         for key, value in loaded.state_dict().items():
             assert torch.equal(value, ema[key]), key
     # Coarser pyramids cost fewer training FLOPs than full resolution, in this order.

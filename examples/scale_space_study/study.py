@@ -9,7 +9,7 @@ FLOPs. The study then samples every checkpoint (in the precision its model was t
 in), computes KID (with its standard error) and FID against held-out real images,
 measures the real-vs-real floor, the training and sampling FLOPs and the sampling wall
 time, compares the models at equal training FLOPs and at equal iterations
-(``report.py``), and writes the tables, a figure of quality against training compute
+(``scale_space_report.py``), and writes the tables, a figure of quality against training compute
 and the sample grids::
 
     python examples/scale_space_study/study.py --out runs/study            # 1-2 h, 2 cores
@@ -52,7 +52,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parents[1] / "benchmarks"))
 
-import report  # noqa: E402
+import scale_space_report as report  # noqa: E402
 from presets import PRESETS, StudyPreset, model_levels  # noqa: E402
 
 from scalemix.degradation import ScaleSpaceDegradation  # noqa: E402
@@ -373,7 +373,9 @@ def work_real(args: argparse.Namespace, preset: StudyPreset) -> None:
     images = torch.stack([test[int(i)] for i in order[: 2 * n]])
     feats = features_of(images, args.features, device)
     path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(path, reference=feats[:n], floor=feats[n:], images=to_uint8(images[:64]))
+    tmp = path.with_suffix(".tmp.npz")  # whole or absent after a kill
+    np.savez(tmp, reference=feats[:n], floor=feats[n:], images=to_uint8(images[:64]))
+    os.replace(tmp, path)
 
 
 def work_eval(args: argparse.Namespace, preset: StudyPreset, name: str) -> None:
