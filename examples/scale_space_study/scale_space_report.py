@@ -19,6 +19,17 @@ from torch import Tensor, nn
 from scalemix.degradation import ScaleSpaceDegradation
 from scalemix.degradation.resize import resize
 
+__all__ = [
+    "equal_flops",
+    "error_timesteps",
+    "interpolate",
+    "plot",
+    "results_markdown",
+    "summary_lines",
+    "x0_error",
+    "z_score",
+]
+
 # Timestep bands of the error table: [0, 100), [100, 200), ... of T = 1000.
 BAND_WIDTH = 100
 POINTS_PER_BAND = 4
@@ -365,15 +376,3 @@ def summary_lines(results: Mapping[str, Any], last: int = 5) -> list[str]:
             f"{'within 1 se or better at each' if ok else 'not within 1 se at each'}"
         )
     return lines
-
-
-__all__ = [
-    "equal_flops",
-    "error_timesteps",
-    "interpolate",
-    "plot",
-    "results_markdown",
-    "summary_lines",
-    "x0_error",
-    "z_score",
-]
