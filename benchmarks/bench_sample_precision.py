@@ -17,28 +17,18 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import statistics
 import sys
 import time
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import torch
 
-STUDY = Path(__file__).resolve().parents[1] / "examples" / "scale_space_study" / "study.py"
-
-
-def load_study() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("scale_space_study", STUDY)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples" / "scale_space_study"))
+import study
 
 
 def main() -> None:
@@ -52,7 +42,6 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    study = load_study()
     from scalemix.metrics import kid_from_features
 
     config = json.loads((args.run / "study.json").read_text())

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from scalemix.degradation import ScaleSpaceDegradation
 from scalemix.degradation.resize import resize
@@ -298,15 +298,17 @@ def _down(x: Tensor, size: int) -> Tensor:
 
 @torch.no_grad()
 def x0_error(
-    models: Mapping[str, tuple[nn.Module, ScaleSpaceDegradation, str]],
+    models: Mapping[str, tuple[Callable[..., Tensor], ScaleSpaceDegradation]],
     images: Tensor,
     seed: int,
 ) -> dict[str, Any]:
     r"""Every model's x0 error on held-out ``images`` at the timesteps of
     :func:`error_timesteps`, at every pyramid size up to its own prediction's.
 
-    At step ``t`` a model predicts :math:`\hat x_0` at its own next resolution
-    :math:`r(t-1)` from its own :math:`x_t` (the precision it was trained in). The
+    ``models`` maps a name to ``(call, degradation)``: ``call(x_t, t, out_size=...)`` is
+    the model in the precision it was trained in (``study.sampler_call``). At step ``t``
+    a model predicts :math:`\hat x_0` at its own next resolution :math:`r(t-1)` from its
+    own :math:`x_t`. The
     prediction and :math:`x_0` are resized down the pyramid to each size ``s`` up to the
     smallest :math:`r(t-1)` of the band, and the error is the mean squared difference
     per pixel: mean and standard error over the images, averaged over the band's
@@ -324,7 +326,7 @@ def x0_error(
     smallest = min(min(d.resolutions) for d in degradations.values())
     out: dict[str, list[dict[str, Any]]] = {name: [] for name in models}
     for row in rows:
-        for name, (model, degradation, precision) in models.items():
+        for name, (call, degradation) in models.items():
             size = min(_next_size(degradation, t) for t in row["t"])
             sizes = sorted({*_pyramid_below(size, smallest), size})
             per_image = {s: torch.zeros(len(images), dtype=torch.float64) for s in sizes}
@@ -334,8 +336,7 @@ def x0_error(
                 noise = torch.randn(len(images), images.shape[1], r_t, r_t, generator=gen)
                 x_t = degradation.add_noise(images, noise, t)
                 tt = torch.full((len(images),), t, dtype=torch.long)
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-                    pred = model(x_t, tt, out_size=_next_size(degradation, t)).float()
+                pred = call(x_t, tt, out_size=_next_size(degradation, t))
                 for s in sizes:
                     err = (_down(pred, s) - _down(images, s)).pow(2).flatten(1).mean(1)
                     per_image[s] += err.double() / len(row["t"])

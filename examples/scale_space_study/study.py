@@ -335,15 +335,16 @@ def work_train(args: argparse.Namespace, preset: StudyPreset, name: str) -> None
             x0 = torch.where(flip.to(device).view(-1, 1, 1, 1), x0.flip(-1), x0)
         return scale_space_loss_terms(net, degradation, x0, generator=gen, min_snr_gamma=5.0).loss
 
+    iterations = model_iterations(preset, levels)
     result = train_images(
         model,
         loss,
         loader,
-        train_config(preset, device, model_iterations(preset, levels)),
+        train_config(preset, device, iterations),
         generator=seeded(device, args.seed, levels),
         device=device,
         checkpoint_dir=args.out / name / "checkpoints",
-        callback=loss_logger(args.out / name / "log.jsonl", model_iterations(preset, levels)),
+        callback=loss_logger(args.out / name / "log.jsonl", iterations),
         progress=True,
     )
     # The final EMA model with its degradation: scalemix.FlexiUNet.from_pretrained(folder).
@@ -411,6 +412,7 @@ def eval_count(preset: StudyPreset, step: int, last: int) -> int:
 
 
 # ---------------------------------------------------------------------------- costs
+@functools.cache
 def training_flops(preset: StudyPreset, levels: int) -> float:
     """FLOPs of one training iteration: 3 x forward (forward + backward) x batch,
     averaged over t ~ U{0..T-1} with each step's resolution pair (benchmarks/flops.py)."""
@@ -564,9 +566,12 @@ def stage_error(args: argparse.Namespace, preset: StudyPreset) -> dict[str, Any]
     images = torch.stack([test[int(i)] for i in held])
     models = {
         name: (
-            load_ema(preset, checkpoint_dir(args.out, name, preset.iterations), device),
+            sampler_call(
+                load_ema(preset, checkpoint_dir(args.out, name, preset.iterations), device),
+                device,
+                trained_precision(args.out, name),
+            ),
             build_degradation(preset, levels),
-            trained_precision(args.out, name),
         )
         for name, levels in model_levels(preset).items()
     }
